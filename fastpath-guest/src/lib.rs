@@ -1,0 +1,2 @@
+//! The guest-side fast-path driver (issue 3). Empty until that issue lands.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The authority that grants protected views (issue 3). Empty until that issue lands.
+#![forbid(unsafe_code)]

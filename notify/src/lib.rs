@@ -1,0 +1,2 @@
+//! Notification strategies (issue 3). Empty until that issue lands.
+#![forbid(unsafe_code)]

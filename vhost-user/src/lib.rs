@@ -1,0 +1,1 @@
+//! vhost-user protocol, guest memory and virtqueues.

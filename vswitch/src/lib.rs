@@ -1,0 +1,2 @@
+//! The poll-mode L2 switch (issue 2).
+#![forbid(unsafe_code)]
