@@ -1,0 +1,400 @@
+//! The driver side of virtio-net split queues, in memory we own: what a guest's virtio-net driver
+//! does. Fast-path guests and the benchmark's built-in guests use it to talk to the switch; tests
+//! use it as a mock driver that writes real descriptors into real shared memory, including
+//! malformed ones through [`DriverQueue::raw`].
+//!
+//! The device on the other side is not trusted either: used entries are checked (id in range,
+//! id actually outstanding, length within the buffer) before anything is read.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::memory::GuestMemory;
+use crate::message::MemRegionDesc;
+use crate::mmap::{create_memfd, Mapping};
+use crate::ring::{
+    avail_ring_bytes, copy_bytes, desc_table_bytes, used_ring_bytes, Descriptor, RawRing,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
+};
+use crate::virtq::QueueLayout;
+
+/// Guest memory owned by a driver: one shared memory file, mapped here, carved up by a bump
+/// allocator. Guest-physical addresses start at `gpa_base`; the frontend-virtual address of the
+/// region is where it is mapped in this process.
+#[derive(Debug)]
+pub struct DriverMemory {
+    fd: OwnedFd,
+    map: Mapping,
+    gpa_base: u64,
+    next: usize,
+}
+
+impl DriverMemory {
+    /// Creates `size` bytes of shareable memory (hugetlbfs when `huge`).
+    pub fn new(name: &str, size: usize, huge: bool) -> Result<DriverMemory> {
+        let fd = create_memfd(name, size as u64, huge).map_err(Error::Mmap)?;
+        let map = Mapping::map_shared(&fd, size).map_err(Error::Mmap)?;
+        Ok(DriverMemory {
+            fd,
+            map,
+            gpa_base: 0x1_0000_0000,
+            next: 0,
+        })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub fn size(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The region as a frontend describes it in `SET_MEM_TABLE`.
+    pub fn region_desc(&self) -> MemRegionDesc {
+        MemRegionDesc {
+            guest_phys_addr: self.gpa_base,
+            memory_size: self.map.len() as u64,
+            userspace_addr: self.map.as_ptr() as u64,
+            mmap_offset: 0,
+        }
+    }
+
+    /// The device's view of this memory: a second, independent mapping of the same file, as a
+    /// backend process would have.
+    pub fn device_view(&self) -> Result<Arc<GuestMemory>> {
+        let fd = self.fd.as_fd().try_clone_to_owned()?;
+        Ok(Arc::new(GuestMemory::from_table(
+            &[self.region_desc()],
+            vec![fd],
+        )?))
+    }
+
+    /// Allocates `len` bytes aligned to `align`; returns (host pointer, guest-physical address).
+    pub fn alloc(&mut self, len: usize, align: usize) -> Result<(*mut u8, u64)> {
+        let start = self.next.next_multiple_of(align);
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.map.len())
+            .ok_or(Error::Rejected(format!(
+                "driver memory exhausted: {len} bytes wanted, {} of {} used",
+                self.next,
+                self.map.len()
+            )))?;
+        self.next = end;
+        Ok((
+            self.map.as_ptr().wrapping_add(start),
+            self.gpa_base + start as u64,
+        ))
+    }
+
+    /// Host pointer of a guest-physical range inside this memory.
+    pub fn host(&self, gpa: u64, len: u64) -> Option<*mut u8> {
+        let off = gpa.checked_sub(self.gpa_base)?;
+        let end = off.checked_add(len)?;
+        (end <= self.map.len() as u64).then(|| self.map.as_ptr().wrapping_add(crate::usize_of(off)))
+    }
+
+    /// Writes `data` at guest-physical `gpa` (mock drivers build hostile buffers with it).
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<()> {
+        let p = self
+            .host(gpa, data.len() as u64)
+            .ok_or(Error::Invalid("write outside driver memory"))?;
+        // SAFETY: [p, p + len) is inside our mapping (checked by `host`).
+        unsafe { copy_bytes(p, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Reads from guest-physical `gpa` into `out`.
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<()> {
+        let p = self
+            .host(gpa, out.len() as u64)
+            .ok_or(Error::Invalid("read outside driver memory"))?;
+        // SAFETY: [p, p + len) is inside our mapping (checked by `host`).
+        unsafe { copy_bytes(out.as_mut_ptr(), p, out.len()) };
+        Ok(())
+    }
+}
+
+/// Errors a driver sees from a misbehaving device, counted rather than trusted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriverErrors {
+    /// Used id out of range or not outstanding.
+    pub bad_used_id: u64,
+    /// Used length larger than the buffer.
+    pub bad_used_len: u64,
+    /// Used index more than a queue ahead.
+    pub used_overrun: u64,
+    /// Received frames with a malformed header (num_buffers 0 or beyond what arrived).
+    pub bad_rx_header: u64,
+}
+
+/// The driver side of one split queue with one fixed-size buffer per descriptor.
+pub struct DriverQueue {
+    ring: RawRing,
+    layout: QueueLayout,
+    size: u16,
+    buf_size: u32,
+    buf_gpa: u64,
+    buf_host: *mut u8,
+    free: Vec<u16>,
+    outstanding: Vec<bool>,
+    avail_idx: u16,
+    last_used: u16,
+    /// virtio-net header length used by this queue's frames (10 or 12).
+    pub hdr_len: usize,
+    pub errors: DriverErrors,
+}
+
+// SAFETY: the ring and buffers live in a `DriverMemory` mapping that the owner keeps alive for
+// the queue's lifetime (see `DriverQueue::new`); one thread uses a queue at a time.
+unsafe impl Send for DriverQueue {}
+
+impl DriverQueue {
+    /// Lays out a queue of `size` entries and `size` buffers of `buf_size` bytes in `mem`.
+    ///
+    /// The queue points into `mem`'s mapping: keep `mem` alive as long as the queue.
+    pub fn new(mem: &mut DriverMemory, size: u16, buf_size: u32, hdr_len: usize) -> Result<Self> {
+        crate::ring::check_layout(size, 0, 0, 0).map_err(Error::Invalid)?;
+        let (desc, desc_gpa) = mem.alloc(desc_table_bytes(size), 4096)?;
+        let (avail, avail_gpa) = mem.alloc(avail_ring_bytes(size), 4096)?;
+        let (used, used_gpa) = mem.alloc(used_ring_bytes(size), 4096)?;
+        let (bufs, buf_gpa) = mem.alloc(usize::from(size) * buf_size as usize, 64)?;
+        // SAFETY: the three areas were just allocated in `mem`'s live mapping with exactly the
+        // sizes RawRing needs and page alignment; the caller keeps `mem` alive.
+        let ring = unsafe { RawRing::new(desc, avail, used, size) };
+        let uva = |gpa: u64| gpa - mem.gpa_base + mem.map.as_ptr() as u64;
+        Ok(DriverQueue {
+            ring,
+            layout: QueueLayout {
+                size,
+                desc_uva: uva(desc_gpa),
+                avail_uva: uva(avail_gpa),
+                used_uva: uva(used_gpa),
+            },
+            size,
+            buf_size,
+            buf_gpa,
+            buf_host: bufs,
+            free: (0..size).rev().collect(),
+            outstanding: vec![false; usize::from(size)],
+            avail_idx: 0,
+            last_used: 0,
+            hdr_len,
+            errors: DriverErrors::default(),
+        })
+    }
+
+    /// Ring addresses as a frontend sends them in `SET_VRING_ADDR` (frontend-virtual).
+    pub fn layout(&self) -> QueueLayout {
+        self.layout
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The raw ring, for tests that write malformed descriptors and indices.
+    pub fn raw(&self) -> &RawRing {
+        &self.ring
+    }
+
+    /// Guest-physical address of descriptor `id`'s buffer.
+    pub fn buf_gpa(&self, id: u16) -> u64 {
+        self.buf_gpa + u64::from(id) * u64::from(self.buf_size)
+    }
+
+    fn buf_host(&self, id: u16) -> *mut u8 {
+        self.buf_host
+            .wrapping_add(usize::from(id) * self.buf_size as usize)
+    }
+
+    /// Descriptors free for new buffers.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Asks the device not to notify (we poll), or to notify again.
+    pub fn set_interrupts(&self, enabled: bool) {
+        self.ring.set_avail_flags(if enabled {
+            0
+        } else {
+            VRING_AVAIL_F_NO_INTERRUPT
+        });
+    }
+
+    /// Appends `head` to the avail ring without publishing it.
+    pub fn push_avail(&mut self, head: u16) {
+        self.ring.set_avail_entry(self.avail_idx, head);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+    }
+
+    /// Publishes the avail entries pushed so far.
+    pub fn publish(&self) {
+        self.ring.set_avail_idx(self.avail_idx);
+    }
+
+    /// The avail index we have published or will publish next.
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx
+    }
+
+    /// Queues one frame for transmission: virtio-net header (zeroed) and frame in one buffer.
+    /// Returns false when no descriptor is free or the frame does not fit.
+    pub fn push_tx(&mut self, frame: &[u8]) -> bool {
+        let total = self.hdr_len + frame.len();
+        if total > self.buf_size as usize {
+            return false;
+        }
+        let Some(id) = self.free.pop() else {
+            return false;
+        };
+        let p = self.buf_host(id);
+        // SAFETY: buffer `id` is `buf_size` >= total bytes inside our mapping; we own it until
+        // the device returns it (it is not outstanding).
+        unsafe {
+            std::ptr::write_bytes(p, 0, self.hdr_len);
+            copy_bytes(p.add(self.hdr_len), frame.as_ptr(), frame.len());
+        }
+        self.ring.write_desc(
+            id,
+            Descriptor {
+                addr: self.buf_gpa(id),
+                // total <= buf_size, a u32.
+                len: u32::try_from(total).unwrap_or(self.buf_size),
+                flags: 0,
+                next: 0,
+            },
+        );
+        self.outstanding[usize::from(id)] = true;
+        self.push_avail(id);
+        true
+    }
+
+    /// Posts every free descriptor as a device-writable receive buffer and publishes.
+    pub fn refill_rx(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(id) = self.free.pop() {
+            self.ring.write_desc(
+                id,
+                Descriptor {
+                    addr: self.buf_gpa(id),
+                    len: self.buf_size,
+                    flags: VRING_DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            self.outstanding[usize::from(id)] = true;
+            self.push_avail(id);
+            n += 1;
+        }
+        if n > 0 {
+            self.publish();
+        }
+        n
+    }
+
+    /// Next used entry, validated: (id, len). `None` when the device has returned nothing new.
+    fn next_used(&mut self) -> Option<(u16, u32)> {
+        loop {
+            let used = self.ring.used_idx();
+            let pending = used.wrapping_sub(self.last_used);
+            if pending == 0 {
+                return None;
+            }
+            if pending > self.size {
+                self.errors.used_overrun += 1;
+                return None;
+            }
+            let (id, len) = self.ring.used_elem(self.last_used);
+            self.last_used = self.last_used.wrapping_add(1);
+            let Some(id) = u16::try_from(id).ok().filter(|&i| i < self.size) else {
+                self.errors.bad_used_id += 1;
+                continue;
+            };
+            if !self.outstanding[usize::from(id)] {
+                self.errors.bad_used_id += 1;
+                continue;
+            }
+            self.outstanding[usize::from(id)] = false;
+            self.free.push(id);
+            if len > self.buf_size {
+                self.errors.bad_used_len += 1;
+                return Some((id, 0));
+            }
+            return Some((id, len));
+        }
+    }
+
+    /// Reclaims transmitted buffers the device has returned.
+    pub fn reclaim(&mut self) -> usize {
+        let mut n = 0;
+        while self.next_used().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Receives up to `max` frames, calling `f` with each frame (virtio-net header stripped,
+    /// mergeable buffers gathered into `scratch`), and refills the ring.
+    pub fn recv(&mut self, max: usize, scratch: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some((id, len)) = self.next_used() else {
+                break;
+            };
+            let len = len as usize;
+            if len < self.hdr_len {
+                self.errors.bad_rx_header += 1;
+                continue;
+            }
+            scratch.clear();
+            let p = self.buf_host(id);
+            let mut hdr = [0u8; 12];
+            // SAFETY: buffer `id` is inside our mapping and `len <= buf_size` was checked by
+            // next_used; the device may still scribble on it, which only affects the bytes.
+            unsafe {
+                copy_bytes(hdr.as_mut_ptr(), p, self.hdr_len);
+                append_raw(scratch, p.add(self.hdr_len), len - self.hdr_len);
+            }
+            let num_buffers = if self.hdr_len == 12 {
+                u16::from_le_bytes([hdr[10], hdr[11]])
+            } else {
+                1
+            };
+            let mut ok = num_buffers >= 1;
+            for _ in 1..num_buffers.max(1) {
+                let Some((id2, len2)) = self.next_used() else {
+                    ok = false;
+                    break;
+                };
+                let p2 = self.buf_host(id2);
+                // SAFETY: as above for buffer id2.
+                unsafe { append_raw(scratch, p2, len2 as usize) };
+            }
+            if !ok {
+                self.errors.bad_rx_header += 1;
+                continue;
+            }
+            f(scratch);
+            n += 1;
+        }
+        self.refill_rx();
+        n
+    }
+}
+
+/// Appends `len` bytes at `src` to `v` by copying (never forming a slice over shared memory,
+/// which the other side may be writing).
+///
+/// # Safety
+/// `src` is readable for `len` bytes.
+unsafe fn append_raw(v: &mut Vec<u8>, src: *const u8, len: usize) {
+    let start = v.len();
+    v.resize(start + len, 0);
+    // SAFETY: the destination was just sized to hold `len` more bytes; the caller vouches for
+    // the source.
+    unsafe { copy_bytes(v.as_mut_ptr().add(start), src, len) };
+}
