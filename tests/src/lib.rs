@@ -6,5 +6,9 @@
 //! other.
 #![forbid(unsafe_code)]
 
+pub mod guest_image;
+pub mod hugepages;
 pub mod peers;
+pub mod qemu;
 pub mod serial;
+pub mod testpmd;

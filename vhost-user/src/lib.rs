@@ -27,7 +27,9 @@ const _: () = assert!(usize::BITS == 64, "vhost-user needs a 64-bit host");
 pub(crate) fn usize_of(v: u64) -> usize {
     v as usize
 }
+pub mod backend;
 pub mod driver;
+pub mod frontend;
 pub mod memory;
 pub mod mmap;
 pub mod net;

@@ -1,0 +1,839 @@
+//! The vhost-user backend (device side): the state machine that answers a frontend (QEMU, DPDK
+//! virtio-user, a fast-path guest) and hands running virtqueues to the data plane.
+//!
+//! The data plane sees a port's queues only through [`QueueSlot`]s: a poll thread takes a slot's
+//! lock for one burst with `try_lock` (one uncontended atomic per burst, as DPDK's vhost takes
+//! its per-queue access lock), and this state machine takes the same lock to install, stop or
+//! replace a queue. Whatever the frontend does — new memory table, ring reset, disconnect — the
+//! data plane never touches memory that is being unmapped, and the control side never waits
+//! longer than one burst.
+//!
+//! Error fates: a framing error closes the connection ([`Error::must_close`]); a request the
+//! device refuses (bad index, bad size, wrong fd count, unsupported) is answered with a failure
+//! when the frontend asked for an ack, logged, counted, and the connection goes on.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use nix::sys::eventfd::EventFd;
+
+use crate::connection::{Connection, Message};
+use crate::error::{Error, Result};
+use crate::memory::{GuestMemory, MAX_MEM_SLOTS};
+use crate::message::{
+    self, parse_mem_table, parse_single_region, parse_u64, protocol_features as pf, ConfigMsg,
+    Header, Request, VringAddr, VringState, VHOST_USER_F_PROTOCOL_FEATURES, VRING_IDX_MASK,
+    VRING_NOFD_MASK,
+};
+use crate::net::{self, NetConfig, DEVICE_FEATURES};
+use crate::ring::MAX_QUEUE_SIZE;
+use crate::virtq::{DeviceQueue, QueueCounters, QueueFeatures, QueueLayout};
+
+/// Protocol features this backend offers.
+pub const PROTOCOL_FEATURES: u64 = pf::MQ
+    | pf::REPLY_ACK
+    | pf::NET_MTU
+    | pf::BACKEND_REQ
+    | pf::CONFIG
+    | pf::RESET_DEVICE
+    | pf::CONFIGURE_MEM_SLOTS
+    | pf::STATUS;
+
+/// Most queue pairs a port may have.
+pub const MAX_QUEUE_PAIRS: u16 = 16;
+
+/// Where the data plane finds one virtqueue. `None` while the queue is not running.
+#[derive(Default)]
+pub struct QueueSlot {
+    queue: Mutex<Option<DeviceQueue>>,
+    running: AtomicBool,
+}
+
+impl QueueSlot {
+    /// Cheap check before trying the lock: false when no queue is installed.
+    #[inline]
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The data plane's access: the queue for one burst, or `None` when the slot is busy (the
+    /// control side is changing it) or empty.
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, Option<DeviceQueue>>> {
+        match self.queue.try_lock() {
+            Ok(g) => Some(g),
+            // A poll thread panicked holding the lock; the queue state is still consistent at
+            // burst granularity, so keep serving rather than wedging the port.
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<DeviceQueue>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn install(&self, q: DeviceQueue) {
+        *self.lock() = Some(q);
+        self.running.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<DeviceQueue> {
+        self.running.store(false, Ordering::Release);
+        self.lock().take()
+    }
+}
+
+/// Static settings of a backend.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Queue pairs offered (`GET_QUEUE_NUM`), 1..=[`MAX_QUEUE_PAIRS`].
+    pub queue_pairs: u16,
+    /// MAC reported in the config space.
+    pub mac: [u8; 6],
+    /// MTU reported in the config space (the frontend may lower it with `NET_SET_MTU`).
+    pub mtu: u16,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            queue_pairs: 1,
+            mac: [0x02, 0, 0, 0, 0, 0x01],
+            mtu: 9000,
+        }
+    }
+}
+
+/// Control-side state of one virtqueue.
+#[derive(Default)]
+struct Vring {
+    num: Option<u16>,
+    addr: Option<VringAddr>,
+    base: u16,
+    kick: Option<OwnedFd>,
+    call: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// A kick fd (or the no-fd flag) arrived: the frontend started the ring.
+    started: bool,
+    enabled: bool,
+    counters: Arc<QueueCounters>,
+    /// Why the last start attempt failed, for `show`.
+    error: Option<String>,
+}
+
+/// What `vswitchctl show` reports about a device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceInfo {
+    pub connected: bool,
+    pub features: u64,
+    pub protocol_features: u64,
+    pub status: u8,
+    pub mtu: u16,
+    pub queues: Vec<QueueInfo>,
+    pub memory_regions: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueInfo {
+    pub index: u16,
+    pub size: u16,
+    pub started: bool,
+    pub enabled: bool,
+    pub running: bool,
+    pub error: Option<String>,
+}
+
+/// Message-level counters of a connection (requests served, refused, by class).
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    pub requests: AtomicU64,
+    pub refused: AtomicU64,
+    pub unknown: AtomicU64,
+}
+
+/// The device state machine for one vhost-user connection.
+pub struct Backend {
+    cfg: BackendConfig,
+    owner: bool,
+    features: u64,
+    protocol_features: u64,
+    status: u8,
+    mem: Option<Arc<GuestMemory>>,
+    vrings: Vec<Vring>,
+    slots: Arc<[QueueSlot]>,
+    net_config: NetConfig,
+    backend_req: Option<UnixStream>,
+    info: Arc<Mutex<DeviceInfo>>,
+    counters: Arc<BackendCounters>,
+}
+
+impl Backend {
+    /// A backend for a port. `slots` (from [`Backend::make_slots`]) outlive connections: a port
+    /// keeps its slots, and each new connection gets a new `Backend` over them.
+    pub fn new(cfg: BackendConfig, slots: Arc<[QueueSlot]>) -> Backend {
+        let nq = slots.len();
+        let net_config = NetConfig {
+            mac: cfg.mac,
+            status: net::NET_S_LINK_UP,
+            max_virtqueue_pairs: cfg.queue_pairs,
+            mtu: cfg.mtu,
+        };
+        Backend {
+            cfg,
+            owner: false,
+            features: 0,
+            protocol_features: 0,
+            status: 0,
+            mem: None,
+            vrings: (0..nq).map(|_| Vring::default()).collect(),
+            slots,
+            net_config,
+            backend_req: None,
+            info: Arc::new(Mutex::new(DeviceInfo::default())),
+            counters: Arc::new(BackendCounters::default()),
+        }
+    }
+
+    /// Queue slots for a port with `queue_pairs` pairs (RX queue 2k, TX queue 2k+1).
+    pub fn make_slots(queue_pairs: u16) -> Arc<[QueueSlot]> {
+        (0..2 * usize::from(queue_pairs))
+            .map(|_| QueueSlot::default())
+            .collect()
+    }
+
+    /// Shared view of the device state for the control plane.
+    pub fn info(&self) -> Arc<Mutex<DeviceInfo>> {
+        self.info.clone()
+    }
+
+    pub fn counters(&self) -> Arc<BackendCounters> {
+        self.counters.clone()
+    }
+
+    /// Error counters of queue `i`, which live as long as the backend.
+    pub fn queue_counters(&self, i: usize) -> Option<Arc<QueueCounters>> {
+        self.vrings.get(i).map(|v| v.counters.clone())
+    }
+
+    /// The guest memory currently mapped (for the fast-path hooks).
+    pub fn memory(&self) -> Option<Arc<GuestMemory>> {
+        self.mem.clone()
+    }
+
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Serves one connection until the frontend goes away or breaks the protocol. Always
+    /// leaves every queue stopped and the memory unmapped when it returns.
+    pub fn serve(&mut self, conn: &mut Connection) -> Result<()> {
+        self.set_connected(true);
+        let res = loop {
+            let msg = match conn.recv() {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            if let Err(e) = self.handle_message(conn, msg) {
+                if e.must_close() {
+                    break Err(e);
+                }
+            }
+        };
+        self.reset();
+        self.set_connected(false);
+        match res {
+            Err(Error::Disconnected) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn set_connected(&self, c: bool) {
+        let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        if c {
+            *i = DeviceInfo::default();
+        }
+        i.connected = c;
+    }
+
+    /// Handles one message and sends its reply.
+    pub fn handle_message(&mut self, conn: &mut Connection, msg: Message) -> Result<()> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let hdr = msg.header;
+        if hdr.is_reply() {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Invalid("frontend sent a reply as a request"));
+        }
+        let req = match Request::try_from(hdr.request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{e}: refused");
+                ack(
+                    conn,
+                    &hdr,
+                    self.protocol_features & pf::REPLY_ACK != 0,
+                    false,
+                )?;
+                return Err(e);
+            }
+        };
+        // Whether to ack is decided by the protocol features in force when the request arrived
+        // (a reset inside the request must not swallow its own ack).
+        let acks = self.protocol_features & pf::REPLY_ACK != 0;
+        let res = self.dispatch(req, msg);
+        self.publish_info();
+        match res {
+            Ok(Reply::Ack) => ack(conn, &hdr, acks, true),
+            Ok(Reply::Payload(body)) => conn.send(&hdr.reply_to(body.len()), &body, &[]),
+            Err(e) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{} refused: {e}", req.name());
+                if is_get(req) {
+                    // A GET must be answered with its payload; there is no failure payload to
+                    // give, so the connection cannot go on in step.
+                    return Err(Error::Io(std::io::Error::other(format!(
+                        "{} failed: {e}",
+                        req.name()
+                    ))));
+                }
+                ack(conn, &hdr, acks, false)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn dispatch(&mut self, req: Request, msg: Message) -> Result<Reply> {
+        let body = &msg.body[..];
+        // Descriptors we do not keep are closed when `fds` drops, on every path.
+        let mut fds = msg.fds;
+        let nfds = fds.len();
+        let expect_fds = |want: usize| -> Result<()> {
+            if nfds != want {
+                return Err(Error::FdCount {
+                    request: req.name(),
+                    got: nfds,
+                    want,
+                });
+            }
+            Ok(())
+        };
+        match req {
+            Request::GET_FEATURES => {
+                expect_fds(0)?;
+                Ok(Reply::Payload(DEVICE_FEATURES.to_le_bytes().to_vec()))
+            }
+            Request::SET_FEATURES => {
+                expect_fds(0)?;
+                let f = parse_u64(req, body)?;
+                self.set_features(f)?;
+                Ok(Reply::Ack)
+            }
+            Request::SET_OWNER => {
+                expect_fds(0)?;
+                no_body(req, body)?;
+                self.owner = true;
+                Ok(Reply::Ack)
+            }
+            Request::RESET_OWNER | Request::RESET_DEVICE => {
+                expect_fds(0)?;
+                no_body(req, body)?;
+                if req == Request::RESET_DEVICE && self.protocol_features & pf::RESET_DEVICE == 0 {
+                    return Err(Error::Invalid("RESET_DEVICE without its protocol feature"));
+                }
+                if req == Request::RESET_DEVICE {
+                    self.reset_device();
+                } else {
+                    self.reset();
+                }
+                Ok(Reply::Ack)
+            }
+            Request::GET_PROTOCOL_FEATURES => {
+                expect_fds(0)?;
+                Ok(Reply::Payload(PROTOCOL_FEATURES.to_le_bytes().to_vec()))
+            }
+            Request::SET_PROTOCOL_FEATURES => {
+                expect_fds(0)?;
+                let f = parse_u64(req, body)?;
+                if f & !PROTOCOL_FEATURES != 0 {
+                    return Err(Error::Rejected(format!(
+                        "protocol features {:#x} were not offered",
+                        f & !PROTOCOL_FEATURES
+                    )));
+                }
+                self.protocol_features = f;
+                Ok(Reply::Ack)
+            }
+            Request::GET_QUEUE_NUM => {
+                expect_fds(0)?;
+                Ok(Reply::Payload(
+                    u64::from(self.cfg.queue_pairs).to_le_bytes().to_vec(),
+                ))
+            }
+            Request::SET_MEM_TABLE => {
+                let regions = parse_mem_table(body)?;
+                expect_fds(regions.len())?;
+                let mem = GuestMemory::from_table(&regions, fds)?;
+                self.replace_memory(mem);
+                Ok(Reply::Ack)
+            }
+            Request::GET_MAX_MEM_SLOTS => {
+                expect_fds(0)?;
+                Ok(Reply::Payload(
+                    (MAX_MEM_SLOTS as u64).to_le_bytes().to_vec(),
+                ))
+            }
+            Request::ADD_MEM_REG => {
+                self.need_protocol(pf::CONFIGURE_MEM_SLOTS, req)?;
+                expect_fds(1)?;
+                let r = parse_single_region(req, body)?;
+                let fd = fds.pop().ok_or(Error::Invalid("no fd"))?;
+                let mem = match &self.mem {
+                    Some(m) => m.with_region(r, fd)?,
+                    None => GuestMemory::from_table(&[r], vec![fd])?,
+                };
+                self.replace_memory(mem);
+                Ok(Reply::Ack)
+            }
+            Request::REM_MEM_REG => {
+                self.need_protocol(pf::CONFIGURE_MEM_SLOTS, req)?;
+                // QEMU attaches the region's fd; it is not needed and is closed with the message.
+                if nfds > 1 {
+                    expect_fds(1)?;
+                }
+                let r = parse_single_region(req, body)?;
+                let mem = self
+                    .mem
+                    .as_ref()
+                    .ok_or(Error::Invalid("REM_MEM_REG with no memory mapped"))?
+                    .without_region(&r)?;
+                self.replace_memory(mem);
+                Ok(Reply::Ack)
+            }
+            Request::SET_VRING_NUM => {
+                expect_fds(0)?;
+                let s = VringState::parse(req, body)?;
+                let i = self.vring_index(s.index)?;
+                if s.num == 0 || s.num > u32::from(MAX_QUEUE_SIZE) || !s.num.is_power_of_two() {
+                    return Err(Error::Rejected(format!(
+                        "queue {i}: size {} must be a power of two in 1..=32768",
+                        s.num
+                    )));
+                }
+                self.stop_queue(i);
+                self.vrings[i].num = u16::try_from(s.num).ok();
+                Ok(Reply::Ack)
+            }
+            Request::SET_VRING_ADDR => {
+                expect_fds(0)?;
+                let a = VringAddr::parse(body)?;
+                let i = self.vring_index(a.index)?;
+                let was_running = self.stop_queue(i);
+                self.vrings[i].addr = Some(a);
+                if was_running {
+                    self.try_start(i);
+                }
+                Ok(Reply::Ack)
+            }
+            Request::SET_VRING_BASE => {
+                expect_fds(0)?;
+                let s = VringState::parse(req, body)?;
+                let i = self.vring_index(s.index)?;
+                let base = u16::try_from(s.num).map_err(|_| {
+                    Error::Rejected(format!("queue {i}: base {} above 65535", s.num))
+                })?;
+                self.stop_queue(i);
+                self.vrings[i].base = base;
+                Ok(Reply::Ack)
+            }
+            Request::GET_VRING_BASE => {
+                expect_fds(0)?;
+                let s = VringState::parse(req, body)?;
+                let i = self.vring_index(s.index)?;
+                self.stop_queue(i);
+                let v = &mut self.vrings[i];
+                v.started = false;
+                v.kick = None;
+                let reply = VringState {
+                    index: s.index,
+                    num: u32::from(v.base),
+                };
+                Ok(Reply::Payload(reply.to_bytes().to_vec()))
+            }
+            Request::SET_VRING_KICK | Request::SET_VRING_CALL | Request::SET_VRING_ERR => {
+                let v = parse_u64(req, body)?;
+                if v & !(VRING_IDX_MASK | VRING_NOFD_MASK) != 0 {
+                    return Err(Error::Invalid("unknown bits in vring fd payload"));
+                }
+                let nofd = v & VRING_NOFD_MASK != 0;
+                expect_fds(usize::from(!nofd))?;
+                let i = self.vring_index(u32::from((v & VRING_IDX_MASK) as u8))?;
+                let fd = if nofd { None } else { fds.pop() };
+                match req {
+                    Request::SET_VRING_KICK => {
+                        // The kick fd is not polled: the data plane busy-polls the avail ring
+                        // and tells the guest not to kick. It is kept so the frontend's fd stays
+                        // valid, as the spec expects.
+                        self.vrings[i].kick = fd;
+                        self.vrings[i].started = true;
+                        self.try_start(i);
+                    }
+                    Request::SET_VRING_CALL => {
+                        self.vrings[i].call = fd;
+                        // The running queue needs the new call fd: restart it (cheap, and the
+                        // only way to change it without a lock on the notify path).
+                        if self.stop_queue(i) {
+                            self.try_start(i);
+                        }
+                    }
+                    _ => self.vrings[i].err = fd,
+                }
+                Ok(Reply::Ack)
+            }
+            Request::SET_VRING_ENABLE => {
+                expect_fds(0)?;
+                let s = VringState::parse(req, body)?;
+                let i = self.vring_index(s.index)?;
+                if self.features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+                    return Err(Error::Invalid(
+                        "SET_VRING_ENABLE without PROTOCOL_FEATURES negotiated",
+                    ));
+                }
+                match s.num {
+                    0 => {
+                        self.vrings[i].enabled = false;
+                        self.stop_queue(i);
+                    }
+                    1 => {
+                        self.vrings[i].enabled = true;
+                        self.try_start(i);
+                    }
+                    n => {
+                        return Err(Error::Rejected(format!(
+                            "SET_VRING_ENABLE value {n} is neither 0 nor 1"
+                        )))
+                    }
+                }
+                Ok(Reply::Ack)
+            }
+            Request::NET_SET_MTU => {
+                self.need_protocol(pf::NET_MTU, req)?;
+                expect_fds(0)?;
+                let mtu = parse_u64(req, body)?;
+                if !(68..=9000).contains(&mtu) {
+                    return Err(Error::Rejected(format!("MTU {mtu} outside 68..=9000")));
+                }
+                self.net_config.mtu = u16::try_from(mtu).unwrap_or(9000);
+                Ok(Reply::Ack)
+            }
+            Request::SET_BACKEND_REQ_FD => {
+                self.need_protocol(pf::BACKEND_REQ, req)?;
+                expect_fds(1)?;
+                no_body_or_u64(req, body)?;
+                let fd = fds.pop().ok_or(Error::Invalid("no fd"))?;
+                self.backend_req = Some(UnixStream::from(fd));
+                Ok(Reply::Ack)
+            }
+            Request::GET_CONFIG => {
+                self.need_protocol(pf::CONFIG, req)?;
+                expect_fds(0)?;
+                let c = ConfigMsg::parse(req, body)?;
+                Ok(Reply::Payload(self.get_config(c).to_bytes()))
+            }
+            Request::SET_CONFIG => {
+                self.need_protocol(pf::CONFIG, req)?;
+                expect_fds(0)?;
+                let c = ConfigMsg::parse(req, body)?;
+                self.net_config
+                    .write(c.offset as usize, &c.payload)
+                    .map_err(Error::Invalid)?;
+                Ok(Reply::Ack)
+            }
+            Request::SET_STATUS => {
+                self.need_protocol(pf::STATUS, req)?;
+                expect_fds(0)?;
+                let s = parse_u64(req, body)?;
+                let s = u8::try_from(s)
+                    .map_err(|_| Error::Rejected(format!("device status {s:#x} above 0xff")))?;
+                if s == 0 {
+                    // Writing 0 resets the device (virtio 1.x §2.1).
+                    self.reset_device();
+                }
+                self.status = s;
+                Ok(Reply::Ack)
+            }
+            Request::GET_STATUS => {
+                self.need_protocol(pf::STATUS, req)?;
+                expect_fds(0)?;
+                Ok(Reply::Payload(
+                    u64::from(self.status).to_le_bytes().to_vec(),
+                ))
+            }
+            other => Err(Error::Rejected(format!(
+                "{} is not supported by this backend",
+                other.name()
+            ))),
+        }
+    }
+
+    fn need_protocol(&self, bit: u64, req: Request) -> Result<()> {
+        if self.protocol_features & bit == 0 {
+            return Err(Error::Rejected(format!(
+                "{} needs a protocol feature that was not negotiated",
+                req.name()
+            )));
+        }
+        Ok(())
+    }
+
+    fn vring_index(&self, index: u32) -> Result<usize> {
+        let i = index as usize;
+        if i >= self.vrings.len() {
+            return Err(Error::Rejected(format!(
+                "queue index {index} out of range: this port has {} queues",
+                self.vrings.len()
+            )));
+        }
+        Ok(i)
+    }
+
+    fn set_features(&mut self, f: u64) -> Result<()> {
+        if f & !DEVICE_FEATURES != 0 {
+            return Err(Error::Rejected(format!(
+                "features {:#x} were not offered",
+                f & !DEVICE_FEATURES
+            )));
+        }
+        if f == self.features {
+            return Ok(());
+        }
+        // Header length and ring behaviour depend on the features: restart running queues.
+        let running: Vec<usize> = (0..self.vrings.len())
+            .filter(|&i| self.stop_queue(i))
+            .collect();
+        self.features = f;
+        for i in running {
+            self.try_start(i);
+        }
+        Ok(())
+    }
+
+    fn queue_features(&self) -> QueueFeatures {
+        QueueFeatures {
+            event_idx: self.features & net::F_EVENT_IDX != 0,
+            indirect: self.features & net::F_INDIRECT_DESC != 0,
+            mrg_rxbuf: self.features & net::F_MRG_RXBUF != 0,
+            hdr_len: net::header_len(self.features),
+        }
+    }
+
+    /// Swaps in a new memory table: running queues are stopped (so nothing uses the old
+    /// mapping), then restarted over the new one. The old mapping goes away with its last queue.
+    fn replace_memory(&mut self, mem: GuestMemory) {
+        let running: Vec<usize> = (0..self.vrings.len())
+            .filter(|&i| self.stop_queue(i))
+            .collect();
+        self.mem = Some(Arc::new(mem));
+        for i in running {
+            self.try_start(i);
+        }
+    }
+
+    /// Takes queue `i` away from the data plane (waiting at most for its current burst) and
+    /// records where it stopped. Returns whether it was running.
+    fn stop_queue(&mut self, i: usize) -> bool {
+        match self.slots[i].take() {
+            Some(q) => {
+                self.vrings[i].base = q.last_avail();
+                tracing::debug!("queue {i} stopped at avail index {}", q.last_avail());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts queue `i` when everything it needs has arrived.
+    fn try_start(&mut self, i: usize) {
+        if self.slots[i].is_running() {
+            return;
+        }
+        let pf_negotiated = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let qf = self.queue_features();
+        let v = &mut self.vrings[i];
+        let enabled = v.enabled || !pf_negotiated;
+        let (Some(mem), Some(num), Some(addr)) = (&self.mem, v.num, v.addr) else {
+            return;
+        };
+        if !v.started || !enabled {
+            return;
+        }
+        let call = match v.call.as_ref().map(|f| f.try_clone()).transpose() {
+            Ok(c) => c.map(|fd| {
+                #[allow(unsafe_code)]
+                // SAFETY: the frontend passed this fd as a vring call eventfd; if it is some
+                // other kind of file, writes of 8 bytes fail or land in that file of the
+                // frontend's own choosing, which cannot hurt us.
+                unsafe {
+                    EventFd::from_owned_fd(fd)
+                }
+            }),
+            Err(e) => {
+                v.error = Some(format!("duplicating call fd: {e}"));
+                return;
+            }
+        };
+        let layout = QueueLayout {
+            size: num,
+            desc_uva: addr.desc,
+            avail_uva: addr.avail,
+            used_uva: addr.used,
+        };
+        match DeviceQueue::new(mem.clone(), layout, qf, v.base, call, v.counters.clone()) {
+            Ok(q) => {
+                v.error = None;
+                tracing::info!(
+                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}",
+                    v.base,
+                    qf.event_idx,
+                    qf.mrg_rxbuf
+                );
+                self.slots[i].install(q);
+            }
+            Err(e) => {
+                tracing::warn!("queue {i} cannot start: {e}");
+                v.error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Back to the state of a fresh connection: queues stopped, memory unmapped, fds closed,
+    /// nothing negotiated.
+    pub fn reset(&mut self) {
+        self.reset_device();
+        self.protocol_features = 0;
+        self.owner = false;
+        self.backend_req = None;
+        self.publish_info();
+    }
+
+    /// A device reset (status 0, RESET_DEVICE): queues, memory and virtio features go; the
+    /// vhost-user session itself (owner, protocol features, backend channel) stays.
+    fn reset_device(&mut self) {
+        for i in 0..self.vrings.len() {
+            self.slots[i].take();
+            let counters = self.vrings[i].counters.clone();
+            self.vrings[i] = Vring {
+                counters,
+                ..Vring::default()
+            };
+        }
+        self.mem = None;
+        self.features = 0;
+        self.status = 0;
+        self.net_config.mtu = self.cfg.mtu;
+    }
+
+    fn get_config(&self, c: ConfigMsg) -> ConfigMsg {
+        // Fields past the ones we know (RSS, speed/duplex, ...) read as zero, as for a device
+        // without those features.
+        const MAX_CONFIG: usize = 256;
+        let bytes = self.net_config.to_bytes();
+        let off = c.offset as usize;
+        let size = c.size as usize;
+        if off.checked_add(size).is_none_or(|e| e > MAX_CONFIG) {
+            return ConfigMsg {
+                offset: c.offset,
+                size: 0,
+                flags: c.flags,
+                payload: vec![],
+            };
+        }
+        let payload = (off..off + size)
+            .map(|k| bytes.get(k).copied().unwrap_or(0))
+            .collect();
+        ConfigMsg { payload, ..c }
+    }
+
+    fn publish_info(&self) {
+        let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        info.features = self.features;
+        info.protocol_features = self.protocol_features;
+        info.status = self.status;
+        info.mtu = self.net_config.mtu;
+        info.memory_regions = self.mem.as_ref().map_or(0, |m| m.regions().count());
+        info.queues = self
+            .vrings
+            .iter()
+            .enumerate()
+            .map(|(i, v)| QueueInfo {
+                index: u16::try_from(i).unwrap_or(u16::MAX),
+                size: v.num.unwrap_or(0),
+                started: v.started,
+                enabled: v.enabled,
+                running: self.slots[i].is_running(),
+                error: v.error.clone(),
+            })
+            .collect();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for s in self.slots.iter() {
+            s.take();
+        }
+    }
+}
+
+/// REPLY_ACK: answer 0 (success) or 1 (failure) when the frontend asked for it and the
+/// feature is negotiated.
+fn ack(conn: &mut Connection, hdr: &Header, acks: bool, ok: bool) -> Result<()> {
+    if hdr.need_reply() && acks {
+        let v = message::u64_bytes(u64::from(!ok));
+        conn.send(&hdr.reply_to(8), &v, &[])?;
+    }
+    Ok(())
+}
+
+enum Reply {
+    Ack,
+    Payload(Vec<u8>),
+}
+
+fn is_get(req: Request) -> bool {
+    matches!(
+        req,
+        Request::GET_FEATURES
+            | Request::GET_PROTOCOL_FEATURES
+            | Request::GET_QUEUE_NUM
+            | Request::GET_VRING_BASE
+            | Request::GET_CONFIG
+            | Request::GET_MAX_MEM_SLOTS
+            | Request::GET_STATUS
+    )
+}
+
+fn no_body(req: Request, body: &[u8]) -> Result<()> {
+    if !body.is_empty() {
+        return Err(Error::BadPayloadSize {
+            request: req.name(),
+            got: body.len(),
+            want: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Some frontends send a u64 of 0 with requests that carry only an fd.
+fn no_body_or_u64(req: Request, body: &[u8]) -> Result<()> {
+    if body.is_empty() || body.len() == 8 {
+        return Ok(());
+    }
+    no_body(req, body)
+}
+
+#[cfg(test)]
+#[path = "backend_tests.rs"]
+mod tests;
