@@ -131,13 +131,11 @@ fn two_vms_through_vswitch(test: &str, jumbo: bool) {
 }
 
 #[test]
-#[ignore = "needs the vswitch binary (issue 2)"]
 fn two_vms_ping_through_vswitch() {
     two_vms_through_vswitch("vswitch-ping", false);
 }
 
 #[test]
-#[ignore = "needs the vswitch binary (issue 2)"]
 fn two_vms_jumbo_ping_through_vswitch() {
     two_vms_through_vswitch("vswitch-jumbo", true);
 }

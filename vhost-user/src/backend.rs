@@ -118,7 +118,8 @@ struct Vring {
     err: Option<OwnedFd>,
     /// A kick fd (or the no-fd flag) arrived: the frontend started the ring.
     started: bool,
-    enabled: bool,
+    /// What SET_VRING_ENABLE last said; `None` until it says anything.
+    enabled: Option<bool>,
     counters: Arc<QueueCounters>,
     /// Why the last start attempt failed, for `show`.
     error: Option<String>,
@@ -160,6 +161,8 @@ pub struct Backend {
     owner: bool,
     features: u64,
     protocol_features: u64,
+    /// SET_PROTOCOL_FEATURES has been received on this connection.
+    protocol_set: bool,
     status: u8,
     mem: Option<Arc<GuestMemory>>,
     vrings: Vec<Vring>,
@@ -174,6 +177,17 @@ impl Backend {
     /// A backend for a port. `slots` (from [`Backend::make_slots`]) outlive connections: a port
     /// keeps its slots, and each new connection gets a new `Backend` over them.
     pub fn new(cfg: BackendConfig, slots: Arc<[QueueSlot]>) -> Backend {
+        let counters = (0..slots.len()).map(|_| Arc::default()).collect();
+        Backend::with_counters(cfg, slots, counters)
+    }
+
+    /// Like [`Backend::new`], with queue error counters the caller keeps across connections
+    /// (one per slot; missing ones are created).
+    pub fn with_counters(
+        cfg: BackendConfig,
+        slots: Arc<[QueueSlot]>,
+        counters: Vec<Arc<QueueCounters>>,
+    ) -> Backend {
         let nq = slots.len();
         let net_config = NetConfig {
             mac: cfg.mac,
@@ -186,9 +200,15 @@ impl Backend {
             owner: false,
             features: 0,
             protocol_features: 0,
+            protocol_set: false,
             status: 0,
             mem: None,
-            vrings: (0..nq).map(|_| Vring::default()).collect(),
+            vrings: (0..nq)
+                .map(|i| Vring {
+                    counters: counters.get(i).cloned().unwrap_or_default(),
+                    ..Vring::default()
+                })
+                .collect(),
             slots,
             net_config,
             backend_req: None,
@@ -364,6 +384,7 @@ impl Backend {
                     )));
                 }
                 self.protocol_features = f;
+                self.protocol_set = true;
                 Ok(Reply::Ack)
             }
             Request::GET_QUEUE_NUM => {
@@ -496,18 +517,20 @@ impl Backend {
                 expect_fds(0)?;
                 let s = VringState::parse(req, body)?;
                 let i = self.vring_index(s.index)?;
-                if self.features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+                // Valid once protocol features are in use: either the frontend acked the bit, or
+                // it negotiated protocol features (QEMU 7.2 does the latter, not the former).
+                if self.features & VHOST_USER_F_PROTOCOL_FEATURES == 0 && !self.protocol_set {
                     return Err(Error::Invalid(
-                        "SET_VRING_ENABLE without PROTOCOL_FEATURES negotiated",
+                        "SET_VRING_ENABLE without protocol features negotiated",
                     ));
                 }
                 match s.num {
                     0 => {
-                        self.vrings[i].enabled = false;
+                        self.vrings[i].enabled = Some(false);
                         self.stop_queue(i);
                     }
                     1 => {
-                        self.vrings[i].enabled = true;
+                        self.vrings[i].enabled = Some(true);
                         self.try_start(i);
                     }
                     n => {
@@ -662,7 +685,9 @@ impl Backend {
         let pf_negotiated = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         let qf = self.queue_features();
         let v = &mut self.vrings[i];
-        let enabled = v.enabled || !pf_negotiated;
+        // A ring starts disabled when PROTOCOL_FEATURES is acked, enabled otherwise (QEMU 7.2
+        // does not ack the bit, yet sends SET_VRING_ENABLE; DPDK's vhost behaves the same).
+        let enabled = v.enabled.unwrap_or(!pf_negotiated);
         let (Some(mem), Some(num), Some(addr)) = (&self.mem, v.num, v.addr) else {
             return;
         };
@@ -713,6 +738,7 @@ impl Backend {
     pub fn reset(&mut self) {
         self.reset_device();
         self.protocol_features = 0;
+        self.protocol_set = false;
         self.owner = false;
         self.backend_req = None;
         self.publish_info();
@@ -771,7 +797,7 @@ impl Backend {
                 index: u16::try_from(i).unwrap_or(u16::MAX),
                 size: v.num.unwrap_or(0),
                 started: v.started,
-                enabled: v.enabled,
+                enabled: v.enabled.unwrap_or(false),
                 running: self.slots[i].is_running(),
                 error: v.error.clone(),
             })

@@ -30,6 +30,7 @@ pub(crate) fn usize_of(v: u64) -> usize {
 pub mod backend;
 pub mod driver;
 pub mod frontend;
+pub mod guest;
 pub mod memory;
 pub mod mmap;
 pub mod net;

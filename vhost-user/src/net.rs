@@ -1,7 +1,7 @@
 //! virtio-net: the device feature set this crate offers, the per-packet header, and the device
 //! configuration space (MAC, status, queue pairs, MTU).
 
-use virtio_bindings::virtio_config::{VIRTIO_F_ANY_LAYOUT, VIRTIO_F_VERSION_1};
+use virtio_bindings::virtio_config::{VIRTIO_F_ANY_LAYOUT, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
@@ -24,12 +24,16 @@ pub const F_ANY_LAYOUT: u64 = bit(VIRTIO_F_ANY_LAYOUT);
 pub const F_INDIRECT_DESC: u64 = bit(VIRTIO_RING_F_INDIRECT_DESC);
 pub const F_EVENT_IDX: u64 = bit(VIRTIO_RING_F_EVENT_IDX);
 pub const F_VERSION_1: u64 = bit(VIRTIO_F_VERSION_1);
+pub const F_IN_ORDER: u64 = bit(VIRTIO_F_IN_ORDER);
 
 /// What the switch offers a virtio-net frontend. No checksum or segmentation offloads: the
 /// switch forwards frames as they are, and a guest that never sends GSO frames never makes the
 /// switch segment them. The control queue is the frontend's own (QEMU and virtio-user handle it
-/// and tell us about queue pairs with `SET_VRING_ENABLE`).
+/// and tell us about queue pairs with `SET_VRING_ENABLE`). IN_ORDER: the device side returns
+/// every chain in the order it was made available, which lets drivers (DPDK's virtio PMD) use
+/// their in-order fast paths.
 pub const DEVICE_FEATURES: u64 = F_VERSION_1
+    | F_IN_ORDER
     | F_ANY_LAYOUT
     | F_MRG_RXBUF
     | F_INDIRECT_DESC
@@ -55,6 +59,7 @@ pub fn feature_names(bits: u64) -> Vec<&'static str> {
         (F_EVENT_IDX, "EVENT_IDX"),
         (VHOST_USER_F_PROTOCOL_FEATURES, "PROTOCOL_FEATURES"),
         (F_VERSION_1, "VERSION_1"),
+        (F_IN_ORDER, "IN_ORDER"),
     ];
     ALL.iter()
         .filter(|(b, _)| bits & b != 0)

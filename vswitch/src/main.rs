@@ -1,0 +1,100 @@
+//! `vswitch`: the switch daemon. Parses its configuration, starts the poll threads and the
+//! ports, serves the control socket, and on SIGTERM or SIGINT disconnects every guest, stops,
+//! and removes its sockets.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vswitch::config::{Config, ConfigError};
+use vswitch::ctl;
+use vswitch::switch::Switch;
+
+fn main() -> ExitCode {
+    let cfg = match Config::from_args() {
+        Ok(c) => c,
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("vswitch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(cfg.log_filter())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("vswitch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: &Config) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("installing signal handler: {e}"))?;
+    }
+    let switch = Arc::new(Switch::start(cfg)?);
+    tracing::info!(
+        "vswitch {} starting: {} PMD thread(s) on cores {:?}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.pmd_cores.len(),
+        cfg.pmd_cores
+    );
+    for spec in &cfg.ports {
+        if let Err(e) = switch.add_port(spec.clone()) {
+            switch.shutdown();
+            return Err(e);
+        }
+    }
+    let ctl_stop = Arc::new(AtomicBool::new(false));
+    let ctl_thread = match &cfg.ctl {
+        Some(path) => {
+            let listener = bind_ctl(path).inspect_err(|_| switch.shutdown())?;
+            tracing::info!("control socket {}", path.display());
+            Some(ctl::serve(listener, switch.clone(), ctl_stop.clone()))
+        }
+        None => None,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        switch.housekeeping();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping");
+    ctl_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = ctl_thread {
+        let _ = t.join();
+    }
+    if let Some(p) = &cfg.ctl {
+        let _ = std::fs::remove_file(p);
+    }
+    switch.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds the control socket, replacing a stale one but never a live switch's.
+fn bind_ctl(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "control socket {} is in use by another process (another vswitch?)",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale control socket {}: {e}", path.display()))?;
+    }
+    UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))
+}

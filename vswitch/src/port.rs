@@ -1,0 +1,169 @@
+//! A switch port: one vhost-user device, its queues as the data plane sees them, and its
+//! counters.
+//!
+//! Counters are kept per poll thread: each PMD owns one block per port and is its only writer,
+//! so counting costs a plain load and store per burst, never a locked instruction. Readers sum
+//! the blocks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vhost_user::backend::{DeviceInfo, QueueSlot};
+use vhost_user::virtq::QueueCounters;
+
+use crate::config::PortSpec;
+use crate::ctl::PortState;
+
+/// Most ports a switch holds (port ids are below this).
+pub const MAX_PORTS: usize = 256;
+
+/// Why the switch dropped a frame, counted per port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Drop {
+    /// A tagged frame arrived on an access (VLAN) port.
+    VlanTagged,
+    /// The destination was learned on the port the frame came from.
+    SamePort,
+    /// The destination guest had no receive buffers (its RX queue is full).
+    TxNoBuffers,
+    /// The destination's buffer is too small for the frame (no MRG_RXBUF).
+    TxTooBig,
+    /// The destination guest posted malformed receive buffers.
+    TxBadBuffers,
+    /// The destination has no running receive queue.
+    TxNotReady,
+    /// The destination queue was being reconfigured.
+    TxQueueBusy,
+    /// The frame is larger than the switch carries (9000-byte MTU).
+    RxTooBig,
+}
+
+impl Drop {
+    pub const COUNT: usize = 8;
+    pub const ALL: [Drop; Self::COUNT] = [
+        Drop::VlanTagged,
+        Drop::SamePort,
+        Drop::TxNoBuffers,
+        Drop::TxTooBig,
+        Drop::TxBadBuffers,
+        Drop::TxNotReady,
+        Drop::TxQueueBusy,
+        Drop::RxTooBig,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::VlanTagged => "rx_vlan_tagged_on_access_port",
+            Drop::SamePort => "rx_destination_is_source_port",
+            Drop::TxNoBuffers => "tx_no_guest_buffers",
+            Drop::TxTooBig => "tx_guest_buffer_too_small",
+            Drop::TxBadBuffers => "tx_guest_buffers_malformed",
+            Drop::TxNotReady => "tx_queue_not_running",
+            Drop::TxQueueBusy => "tx_queue_busy",
+            Drop::RxTooBig => "rx_frame_too_big",
+        }
+    }
+}
+
+/// One poll thread's counters for one port. Single writer (that PMD).
+#[derive(Default)]
+#[repr(align(64))]
+pub struct CounterBlock {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub drops: [AtomicU64; Drop::COUNT],
+}
+
+/// Adds to a counter that only the calling thread writes: no read-modify-write instruction.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+impl CounterBlock {
+    #[inline]
+    pub fn drop(&self, why: Drop, n: u64) {
+        bump(&self.drops[why as usize], n);
+    }
+}
+
+/// What the control plane tracks about a port's connection.
+#[derive(Default)]
+pub struct PortStatus {
+    pub state: Option<PortState>,
+    /// The current (or last) connection's device state.
+    pub device: Option<Arc<Mutex<DeviceInfo>>>,
+    /// PMD polling each queue (slot index), when assigned.
+    pub pmd_of_queue: Vec<Option<usize>>,
+    pub connections: u64,
+    pub last_error: Option<String>,
+}
+
+/// A port, shared by the control plane, its session thread and the poll threads.
+pub struct Port {
+    pub id: u16,
+    pub spec: PortSpec,
+    /// Forwarding domain: the access VLAN, or 0 for untagged ports.
+    pub vlan: u16,
+    pub mac: [u8; 6],
+    pub slots: Arc<[QueueSlot]>,
+    /// Error counters of each virtqueue, kept across reconnections.
+    pub queue_counters: Vec<Arc<QueueCounters>>,
+    /// One block per PMD.
+    pub counters: Box<[CounterBlock]>,
+    pub status: Mutex<PortStatus>,
+}
+
+impl Port {
+    pub fn new(id: u16, spec: PortSpec, pmds: usize) -> Port {
+        let slots = vhost_user::backend::Backend::make_slots(spec.queues);
+        Port::with_slots(id, spec, pmds, slots)
+    }
+
+    /// A port over queue slots that already exist (a backend made them).
+    pub fn with_slots(id: u16, spec: PortSpec, pmds: usize, slots: Arc<[QueueSlot]>) -> Port {
+        let nq = slots.len();
+        // A locally administered unicast MAC unique per port id, for the device config space.
+        let [hi, lo] = id.to_be_bytes();
+        let mac = [0x02, 0x56, 0x53, 0x57, hi, lo];
+        Port {
+            id,
+            vlan: spec.vlan.unwrap_or(0),
+            spec,
+            mac,
+            slots,
+            queue_counters: (0..nq).map(|_| Arc::default()).collect(),
+            counters: (0..pmds.max(1)).map(|_| CounterBlock::default()).collect(),
+            status: Mutex::new(PortStatus {
+                pmd_of_queue: vec![None; nq],
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn status(&self) -> std::sync::MutexGuard<'_, PortStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sum of a counter over the PMD blocks.
+    pub fn sum(&self, f: impl Fn(&CounterBlock) -> &AtomicU64) -> u64 {
+        self.counters
+            .iter()
+            .map(|b| f(b).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Number of queue pairs.
+    pub fn queue_pairs(&self) -> usize {
+        self.slots.len() / 2
+    }
+}
