@@ -158,6 +158,14 @@ impl RawRing {
         unsafe { AtomicU16::from_ptr(p.cast()) }
     }
 
+    /// Host address of descriptor `i` (index masked), for prefetching.
+    #[inline]
+    pub fn desc_addr(&self, i: u16) -> *const u8 {
+        self.desc
+            .wrapping_add(DESC_SIZE * usize::from(i & self.mask))
+            .cast_const()
+    }
+
     /// Descriptor `i` of the table (index masked).
     #[inline]
     pub fn read_desc(&self, i: u16) -> Descriptor {
@@ -378,6 +386,17 @@ pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
             }
         }
     }
+}
+
+/// Asks the CPU to start loading the cache line holding `p`. A hint only: it never faults and
+/// has no effect on memory, whatever the address (so any pointer, even a guest's, is fine).
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    // SAFETY: PREFETCHT0 is architecturally a hint that cannot fault or change memory, even for
+    // invalid addresses; SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
 }
 
 /// Ring layout checks shared by the device and the driver: the queue size and the alignment of

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::memory::GuestMemory;
 use crate::ring::{
-    copy_bytes, need_event, Descriptor, IndirectTable, RawRing, DESC_SIZE,
+    copy_bytes, need_event, prefetch, Descriptor, IndirectTable, RawRing, DESC_SIZE,
     VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     VRING_USED_F_NO_NOTIFY,
 };
@@ -296,8 +296,105 @@ pub struct QueueFeatures {
     pub hdr_len: usize,
 }
 
+/// What walking a chain needs: the ring, the memory, the queue size. Kept apart from the
+/// queue's mutable state so a walk can fill the queue's own scratch chains.
+struct Walker {
+    ring: RawRing,
+    mem: Arc<GuestMemory>,
+    size: u16,
+    indirect: bool,
+}
+
+impl Walker {
+    /// Walks the chain starting at `head` into `out`, validating every descriptor.
+    fn walk(&self, head: u16, writable: bool, out: &mut Chain) -> Result<(), ChainError> {
+        out.head = head;
+        out.len = 0;
+        out.nsegs = 0;
+        if head >= self.size {
+            return Err(ChainError::HeadOutOfRange);
+        }
+        let mut table: Option<IndirectTable> = None;
+        let mut idx = u32::from(head);
+        let mut budget = u32::from(self.size);
+        loop {
+            if budget == 0 {
+                return Err(ChainError::ChainLoop);
+            }
+            budget -= 1;
+            let d: Descriptor = match &table {
+                None => self
+                    .ring
+                    .read_desc(u16::try_from(idx).map_err(|_| ChainError::NextOutOfRange)?),
+                Some(t) => t.read(idx).ok_or(ChainError::NextOutOfRange)?,
+            };
+            if d.flags & VRING_DESC_F_INDIRECT != 0 {
+                if table.is_some() {
+                    return Err(ChainError::NestedIndirect);
+                }
+                if !self.indirect || d.flags & VRING_DESC_F_NEXT != 0 {
+                    return Err(ChainError::IndirectNotAllowed);
+                }
+                if d.len == 0 || !d.len.is_multiple_of(DESC_SIZE_U32) {
+                    return Err(ChainError::IndirectBadLength);
+                }
+                let n = d.len / DESC_SIZE_U32;
+                let p = self
+                    .mem
+                    .gpa_to_host(d.addr, u64::from(d.len))
+                    .ok_or(ChainError::AddressUnmapped)?;
+                // SAFETY: the whole table (n * 16 bytes) was translated inside one region of the
+                // memory this queue keeps mapped.
+                let t = unsafe { IndirectTable::new(p, n) };
+                table = Some(t);
+                idx = 0;
+                budget = n;
+                continue;
+            }
+            if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
+                return Err(ChainError::WrongDirection);
+            }
+            let total = out.len.checked_add(d.len).ok_or(ChainError::ChainTooLong)?;
+            if total > MAX_CHAIN_BYTES {
+                return Err(ChainError::ChainTooLong);
+            }
+            let mut addr = d.addr;
+            let mut left = u64::from(d.len);
+            while left > 0 {
+                let (p, n) = self
+                    .mem
+                    .gpa_to_host_partial(addr, left)
+                    .ok_or(ChainError::AddressUnmapped)?;
+                let k = usize::from(out.nsegs);
+                if k == MAX_SEGS {
+                    return Err(ChainError::ChainTooLong);
+                }
+                out.segs[k] = Seg {
+                    ptr: p,
+                    // n <= left <= d.len, a u32.
+                    len: u32::try_from(n).map_err(|_| ChainError::ChainTooLong)?,
+                };
+                out.nsegs += 1;
+                left -= n;
+                addr = addr.wrapping_add(n);
+            }
+            out.len = total;
+            if d.flags & VRING_DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            idx = u32::from(d.next);
+            let limit = table.as_ref().map_or(u32::from(self.size), |t| t.len());
+            if idx >= limit {
+                return Err(ChainError::NextOutOfRange);
+            }
+        }
+    }
+
+}
+
 /// The device side of one split virtqueue.
 pub struct DeviceQueue {
+    walker: Walker,
     ring: RawRing,
     mem: Arc<GuestMemory>,
     size: u16,
@@ -361,6 +458,12 @@ impl DeviceQueue {
         // `mem`, which the queue keeps alive through its Arc; size and alignment checked above.
         let ring = unsafe { RawRing::new(desc, avail, used, n) };
         let mut q = DeviceQueue {
+            walker: Walker {
+                ring,
+                mem: mem.clone(),
+                size: n,
+                indirect: features.indirect,
+            },
             ring,
             mem,
             size: n,
@@ -461,90 +564,6 @@ impl DeviceQueue {
         self.refresh_avail()
     }
 
-    /// Walks the chain starting at `head` into `out`, validating every descriptor.
-    fn walk(&self, head: u16, writable: bool, out: &mut Chain) -> Result<(), ChainError> {
-        out.head = head;
-        out.len = 0;
-        out.nsegs = 0;
-        if head >= self.size {
-            return Err(ChainError::HeadOutOfRange);
-        }
-        let mut table: Option<IndirectTable> = None;
-        let mut idx = u32::from(head);
-        let mut budget = u32::from(self.size);
-        loop {
-            if budget == 0 {
-                return Err(ChainError::ChainLoop);
-            }
-            budget -= 1;
-            let d: Descriptor = match &table {
-                None => self
-                    .ring
-                    .read_desc(u16::try_from(idx).map_err(|_| ChainError::NextOutOfRange)?),
-                Some(t) => t.read(idx).ok_or(ChainError::NextOutOfRange)?,
-            };
-            if d.flags & VRING_DESC_F_INDIRECT != 0 {
-                if table.is_some() {
-                    return Err(ChainError::NestedIndirect);
-                }
-                if !self.features.indirect || d.flags & VRING_DESC_F_NEXT != 0 {
-                    return Err(ChainError::IndirectNotAllowed);
-                }
-                if d.len == 0 || !d.len.is_multiple_of(DESC_SIZE_U32) {
-                    return Err(ChainError::IndirectBadLength);
-                }
-                let n = d.len / DESC_SIZE_U32;
-                let p = self
-                    .mem
-                    .gpa_to_host(d.addr, u64::from(d.len))
-                    .ok_or(ChainError::AddressUnmapped)?;
-                // SAFETY: the whole table (n * 16 bytes) was translated inside one region of the
-                // memory this queue keeps mapped.
-                let t = unsafe { IndirectTable::new(p, n) };
-                table = Some(t);
-                idx = 0;
-                budget = n;
-                continue;
-            }
-            if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
-                return Err(ChainError::WrongDirection);
-            }
-            let total = out.len.checked_add(d.len).ok_or(ChainError::ChainTooLong)?;
-            if total > MAX_CHAIN_BYTES {
-                return Err(ChainError::ChainTooLong);
-            }
-            let mut addr = d.addr;
-            let mut left = u64::from(d.len);
-            while left > 0 {
-                let (p, n) = self
-                    .mem
-                    .gpa_to_host_partial(addr, left)
-                    .ok_or(ChainError::AddressUnmapped)?;
-                let k = usize::from(out.nsegs);
-                if k == MAX_SEGS {
-                    return Err(ChainError::ChainTooLong);
-                }
-                out.segs[k] = Seg {
-                    ptr: p,
-                    // n <= left <= d.len, a u32.
-                    len: u32::try_from(n).map_err(|_| ChainError::ChainTooLong)?,
-                };
-                out.nsegs += 1;
-                left -= n;
-                addr = addr.wrapping_add(n);
-            }
-            out.len = total;
-            if d.flags & VRING_DESC_F_NEXT == 0 {
-                return Ok(());
-            }
-            idx = u32::from(d.next);
-            let limit = table.as_ref().map_or(u32::from(self.size), |t| t.len());
-            if idx >= limit {
-                return Err(ChainError::NextOutOfRange);
-            }
-        }
-    }
-
     /// Returns a refused chain to the guest with length 0 and counts why.
     fn refuse(&mut self, head: u16, e: ChainError) {
         self.counters.count(e);
@@ -562,13 +581,22 @@ impl DeviceQueue {
         let avail = self.refresh_avail();
         let want = usize::from(avail).min(BURST);
         let min_len = self.features.hdr_len + crate::net::MIN_FRAME;
-        let mut burst = std::mem::take(&mut self.burst);
+        // Start every cache miss of the burst early so they overlap: descriptors first, then
+        // each frame's first line as soon as its chain is walked (the switch reads the headers
+        // next).
+        let mut heads = [0u16; BURST];
+        for (i, h) in heads.iter_mut().enumerate().take(want) {
+            // i < BURST = 32.
+            *h = self
+                .ring
+                .avail_entry(self.last_avail.wrapping_add(i as u16));
+            prefetch(self.ring.desc_addr(*h));
+        }
         let mut k = 0;
-        for _ in 0..want {
-            let head = self.ring.avail_entry(self.last_avail);
+        for &head in &heads[..want] {
             self.last_avail = self.last_avail.wrapping_add(1);
-            let res = self.walk(head, false, &mut burst[k]).and_then(|_| {
-                if burst[k].len() < min_len {
+            let res = self.walker.walk(head, false, &mut self.burst[k]).and_then(|_| {
+                if self.burst[k].len() < min_len {
                     Err(ChainError::TooShort)
                 } else {
                     Ok(())
@@ -576,6 +604,11 @@ impl DeviceQueue {
             });
             match res {
                 Ok(()) => {
+                    // Header and start of the frame: usually two lines (the virtio-net header
+                    // sits just before a cache-line-aligned frame in DPDK and Linux buffers).
+                    let s0 = self.burst[k].segs[0];
+                    prefetch(s0.ptr);
+                    prefetch(s0.ptr.wrapping_add((s0.len as usize).min(128) - 1));
                     // Used entries go in avail order (VIRTIO_F_IN_ORDER) and become visible to
                     // the guest only at the flush in `complete_burst`, so the buffers stay ours
                     // until then.
@@ -585,7 +618,6 @@ impl DeviceQueue {
                 Err(e) => self.refuse(head, e),
             }
         }
-        self.burst = burst;
         self.burst_len = k;
         k
     }
@@ -650,6 +682,33 @@ impl DeviceQueue {
         self.call.as_ref().map(|c| c.as_fd())
     }
 
+    /// Prepares to enqueue `n` frames: starts loading the next `n` receive descriptors and the
+    /// buffers they point to, so those misses overlap instead of coming one per frame. A hint:
+    /// nothing read here is trusted or kept (each chain is walked and checked by `enqueue`).
+    pub fn prefetch_rx(&mut self, n: usize) {
+        if self.last_avail == self.avail_cache {
+            self.refresh_avail();
+        }
+        let ready = usize::from(self.avail_cache.wrapping_sub(self.last_avail));
+        let n = n.min(ready).min(BURST);
+        let mut heads = [0u16; BURST];
+        for (i, h) in heads.iter_mut().enumerate().take(n) {
+            // i < BURST = 32.
+            *h = self
+                .ring
+                .avail_entry(self.last_avail.wrapping_add(i as u16));
+            prefetch(self.ring.desc_addr(*h));
+        }
+        let span = (self.features.hdr_len + 64) as u64;
+        for &h in &heads[..n] {
+            let d = self.ring.read_desc(h);
+            if let Some(p) = self.mem.gpa_to_host(d.addr, span.min(u64::from(d.len).max(1))) {
+                prefetch(p);
+                prefetch(p.wrapping_add(self.features.hdr_len + 63));
+            }
+        }
+    }
+
     /// Places one packet (a virtio-net header is written in front of it) into the guest's receive
     /// buffers. Used entries are written but not published: call [`Self::flush`] after the burst.
     pub fn enqueue(&mut self, src: Source<'_>) -> Result<(), RxError> {
@@ -663,12 +722,10 @@ impl DeviceQueue {
         } else {
             1
         };
-        let mut rx = std::mem::take(&mut self.rx);
         while cap < need && nchains < max_chains {
             if cursor == self.avail_cache {
                 self.refresh_avail();
                 if self.broken {
-                    self.rx = rx;
                     return Err(RxError::Broken);
                 }
                 if cursor == self.avail_cache {
@@ -676,28 +733,26 @@ impl DeviceQueue {
                 }
             }
             let head = self.ring.avail_entry(cursor);
-            match self.walk(head, true, &mut rx[nchains]) {
+            match self.walker.walk(head, true, &mut self.rx[nchains]) {
                 Ok(()) => {
                     cursor = cursor.wrapping_add(1);
-                    cap += rx[nchains].len();
+                    cap += self.rx[nchains].len();
                     nchains += 1;
                 }
                 Err(e) => {
                     // Give back what this packet had gathered (unfilled, length 0) and the bad
                     // chain itself, so the ring stays in order; the packet is dropped.
-                    for c in &rx[..nchains] {
-                        let h = c.head;
+                    for c in 0..nchains {
+                        let h = self.rx[c].head;
                         self.push_used(h, 0);
                     }
                     self.last_avail = cursor.wrapping_add(1);
                     self.refuse(head, e);
-                    self.rx = rx;
                     return Err(RxError::BadChain);
                 }
             }
         }
         if cap < need {
-            self.rx = rx;
             return Err(if !self.features.mrg_rxbuf && nchains == 1 {
                 self.counters
                     .rx_buffer_too_small
@@ -714,6 +769,7 @@ impl DeviceQueue {
             Source::Bytes(b) => Some(b.as_ptr()),
             Source::Chain(c, skip) => c.contiguous_from(skip),
         };
+        let rx = &self.rx;
         match (contiguous, nchains, rx[0].segs()) {
             // The common case: the frame is contiguous at the source and one destination
             // buffer holds header and frame: two copies, no bookkeeping.
@@ -737,15 +793,14 @@ impl DeviceQueue {
             }
         }
         let mut left = need;
-        for c in &rx[..nchains] {
-            let n = left.min(c.len());
+        for c in 0..nchains {
+            let (h, l) = (self.rx[c].head, self.rx[c].len());
+            let n = left.min(l);
             left -= n;
-            let h = c.head;
             // n <= chain len <= MAX_CHAIN_BYTES.
             self.push_used(h, u32::try_from(n).unwrap_or(MAX_CHAIN_BYTES));
         }
         self.last_avail = cursor;
-        self.rx = rx;
         Ok(())
     }
 }

@@ -358,7 +358,12 @@ const BUSY_SPINS: u32 = 4096;
 
 /// Enqueues frames into one of the destination port's receive queues, flushes once, notifies
 /// at most once.
-fn deliver<'a>(pmd: usize, d: &Port, frames: impl Iterator<Item = &'a Chain>, hdr: usize) {
+fn deliver<'a>(
+    pmd: usize,
+    d: &Port,
+    frames: impl ExactSizeIterator<Item = &'a Chain>,
+    hdr: usize,
+) {
     let counters = &d.counters[pmd];
     let pairs = d.queue_pairs().max(1);
     let mut slot = 2 * (pmd % pairs);
@@ -366,12 +371,11 @@ fn deliver<'a>(pmd: usize, d: &Port, frames: impl Iterator<Item = &'a Chain>, hd
         slot = 0;
     }
     let s = &d.slots[slot];
-    let mut frames = frames.peekable();
-    if frames.peek().is_none() {
+    if frames.len() == 0 {
         return;
     }
     if !s.is_running() {
-        counters.drop(Drop::TxNotReady, frames.count() as u64);
+        counters.drop(Drop::TxNotReady, frames.len() as u64);
         return;
     }
     let mut guard = None;
@@ -383,13 +387,14 @@ fn deliver<'a>(pmd: usize, d: &Port, frames: impl Iterator<Item = &'a Chain>, hd
         std::hint::spin_loop();
     }
     let Some(mut guard) = guard else {
-        counters.drop(Drop::TxQueueBusy, frames.count() as u64);
+        counters.drop(Drop::TxQueueBusy, frames.len() as u64);
         return;
     };
     let Some(q) = guard.as_mut() else {
-        counters.drop(Drop::TxNotReady, frames.count() as u64);
+        counters.drop(Drop::TxNotReady, frames.len() as u64);
         return;
     };
+    q.prefetch_rx(frames.len());
     let (mut pkts, mut bytes) = (0u64, 0u64);
     let mut drops = [0u64; 3];
     for c in frames {
