@@ -99,6 +99,16 @@ impl ChainError {
     }
 }
 
+/// Outcome of [`DeviceQueue::enqueue_burst`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxTally {
+    pub packets: u64,
+    pub bytes: u64,
+    pub no_buffers: u64,
+    pub too_small: u64,
+    pub bad_buffers: u64,
+}
+
 /// Why a packet could not be placed in a receive queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RxError {
@@ -205,12 +215,38 @@ impl Chain {
         &self.segs[..usize::from(self.nsegs)]
     }
 
+    /// The 16 bytes at `offset` as two little-endian words, when they lie in the first segment
+    /// (the usual place of a frame's Ethernet header). Two loads instead of sixteen.
+    #[inline(always)]
+    pub fn head_words(&self, offset: usize) -> Option<(u64, u64)> {
+        let s0 = self.segs[0];
+        if self.nsegs == 0 || (s0.len as usize) < offset.saturating_add(16) {
+            return None;
+        }
+        // SAFETY: [ptr + offset, ptr + offset + 16) lies inside the first segment of mapped guest
+        // memory, which the borrow of the owning queue keeps mapped; unaligned loads.
+        unsafe {
+            let p = s0.ptr.add(offset);
+            Some((
+                u64::from_le(std::ptr::read_unaligned(p.cast::<u64>())),
+                u64::from_le(std::ptr::read_unaligned(p.add(8).cast::<u64>())),
+            ))
+        }
+    }
+
     /// The `N` bytes at `offset` (a frame's headers), zero-padded past the end of the chain, and
     /// how many were real. One unaligned load when they lie in one segment (the usual case):
     /// cheaper than a general copy and friendly to store forwarding when the caller then picks
     /// fields out of the array.
     #[inline]
     pub fn peek<const N: usize>(&self, offset: usize) -> ([u8; N], usize) {
+        let s0 = self.segs[0];
+        if self.nsegs > 0 && (s0.len as usize) >= offset.saturating_add(N) {
+            // SAFETY: [ptr + offset, ptr + offset + N) lies inside the first segment of mapped
+            // guest memory, which the borrow of the owning queue keeps mapped.
+            let a = unsafe { std::ptr::read_unaligned(s0.ptr.add(offset).cast::<[u8; N]>()) };
+            return (a, N);
+        }
         let mut off = offset;
         for s in self.segs() {
             let l = s.len as usize;
@@ -232,7 +268,12 @@ impl Chain {
 
     /// Host address of byte `offset` when every byte from there to the end of the chain lies in
     /// one segment (the usual layout: header and frame in one buffer, or the frame in the last).
+    #[inline(always)]
     fn contiguous_from(&self, mut offset: usize) -> Option<*const u8> {
+        let s0 = self.segs[0];
+        if self.nsegs == 1 && (s0.len as usize) > offset {
+            return Some(s0.ptr.wrapping_add(offset).cast_const());
+        }
         let segs = self.segs();
         for (i, s) in segs.iter().enumerate() {
             let l = s.len as usize;
@@ -307,7 +348,31 @@ struct Walker {
 
 impl Walker {
     /// Walks the chain starting at `head` into `out`, validating every descriptor.
+    ///
+    /// Most chains are one descriptor of the right direction in one region: that case is
+    /// handled inline; anything else (and anything wrong) takes the general walk, which reads
+    /// the descriptors afresh and checks everything.
+    #[inline(always)]
     fn walk(&self, head: u16, writable: bool, out: &mut Chain) -> Result<(), ChainError> {
+        if head < self.size {
+            let d = self.ring.read_desc(head);
+            let want = if writable { VRING_DESC_F_WRITE } else { 0 };
+            if d.flags == want && d.len != 0 && d.len <= MAX_CHAIN_BYTES {
+                if let Some(p) = self.mem.gpa_to_host(d.addr, u64::from(d.len)) {
+                    out.head = head;
+                    out.len = d.len;
+                    out.nsegs = 1;
+                    out.segs[0] = Seg { ptr: p, len: d.len };
+                    return Ok(());
+                }
+            }
+        }
+        self.walk_slow(head, writable, out)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn walk_slow(&self, head: u16, writable: bool, out: &mut Chain) -> Result<(), ChainError> {
         out.head = head;
         out.len = 0;
         out.nsegs = 0;
@@ -389,7 +454,6 @@ impl Walker {
             }
         }
     }
-
 }
 
 /// The device side of one split virtqueue.
@@ -585,23 +649,23 @@ impl DeviceQueue {
         // each frame's first line as soon as its chain is walked (the switch reads the headers
         // next).
         let mut heads = [0u16; BURST];
-        for (i, h) in heads.iter_mut().enumerate().take(want) {
-            // i < BURST = 32.
-            *h = self
-                .ring
-                .avail_entry(self.last_avail.wrapping_add(i as u16));
+        for (i, h) in (0u16..).zip(heads.iter_mut()).take(want) {
+            *h = self.ring.avail_entry(self.last_avail.wrapping_add(i));
             prefetch(self.ring.desc_addr(*h));
         }
         let mut k = 0;
         for &head in &heads[..want] {
             self.last_avail = self.last_avail.wrapping_add(1);
-            let res = self.walker.walk(head, false, &mut self.burst[k]).and_then(|_| {
-                if self.burst[k].len() < min_len {
-                    Err(ChainError::TooShort)
-                } else {
-                    Ok(())
-                }
-            });
+            let res = self
+                .walker
+                .walk(head, false, &mut self.burst[k])
+                .and_then(|_| {
+                    if self.burst[k].len() < min_len {
+                        Err(ChainError::TooShort)
+                    } else {
+                        Ok(())
+                    }
+                });
             match res {
                 Ok(()) => {
                     // Header and start of the frame: usually two lines (the virtio-net header
@@ -682,29 +746,97 @@ impl DeviceQueue {
         self.call.as_ref().map(|c| c.as_fd())
     }
 
-    /// Prepares to enqueue `n` frames: starts loading the next `n` receive descriptors and the
-    /// buffers they point to, so those misses overlap instead of coming one per frame. A hint:
-    /// nothing read here is trusted or kept (each chain is walked and checked by `enqueue`).
-    pub fn prefetch_rx(&mut self, n: usize) {
-        if self.last_avail == self.avail_cache {
-            self.refresh_avail();
-        }
-        let ready = usize::from(self.avail_cache.wrapping_sub(self.last_avail));
-        let n = n.min(ready).min(BURST);
-        let mut heads = [0u16; BURST];
-        for (i, h) in heads.iter_mut().enumerate().take(n) {
-            // i < BURST = 32.
-            *h = self
-                .ring
-                .avail_entry(self.last_avail.wrapping_add(i as u16));
-            prefetch(self.ring.desc_addr(*h));
-        }
-        let span = (self.features.hdr_len + 64) as u64;
-        for &h in &heads[..n] {
-            let d = self.ring.read_desc(h);
-            if let Some(p) = self.mem.gpa_to_host(d.addr, span.min(u64::from(d.len).max(1))) {
-                prefetch(p);
-                prefetch(p.wrapping_add(self.features.hdr_len + 63));
+    /// Places frames taken from other queues' chains (each without its first `skip` bytes, its
+    /// virtio-net header) into this queue's receive buffers, and tallies the outcome. Used
+    /// entries are written but not published: call [`Self::flush`] after.
+    ///
+    /// The loop handles the usual case inline — one buffer per frame, taken straight from the
+    /// avail ring, a frame contiguous at its source — and hands anything else to
+    /// [`Self::enqueue`], which covers every case.
+    pub fn enqueue_burst<'a>(
+        &mut self,
+        frames: impl ExactSizeIterator<Item = &'a Chain>,
+        skip: usize,
+        tally: &mut RxTally,
+    ) {
+        let hdr_len = self.features.hdr_len;
+        let hdr = crate::net::rx_header(1);
+        let mut frames = frames.peekable();
+        // Frames are placed in runs: the first pass claims a buffer for each frame of the run
+        // (reading and checking its descriptor, translating it, starting the load of its
+        // lines), the second copies; so the buffers' cache misses overlap instead of coming
+        // one frame at a time. A frame that does not fit the simple case ends the run and goes
+        // through `enqueue`, in order.
+        let mut run: [(*mut u8, *const u8, u16, u32); BURST] =
+            [(std::ptr::null_mut(), std::ptr::null(), 0, 0); BURST];
+        while frames.peek().is_some() {
+            let mut n = 0;
+            while n < BURST {
+                let Some(&c) = frames.peek() else { break };
+                if self.last_avail == self.avail_cache {
+                    self.refresh_avail();
+                    if self.last_avail == self.avail_cache {
+                        break;
+                    }
+                }
+                let head = self.ring.avail_entry(self.last_avail);
+                let Some(from) = c.contiguous_from(skip) else {
+                    break;
+                };
+                if head >= self.size {
+                    break;
+                }
+                let need = hdr_len + c.len().saturating_sub(skip);
+                let d = self.ring.read_desc(head);
+                if d.flags != VRING_DESC_F_WRITE || (d.len as usize) < need {
+                    break;
+                }
+                let Some(dst) = self.mem.gpa_to_host(d.addr, need as u64) else {
+                    break;
+                };
+                prefetch(dst);
+                prefetch(dst.wrapping_add(need.min(128) - 1));
+                // need <= d.len, a u32.
+                run[n] = (dst, from, head, u32::try_from(need).unwrap_or(d.len));
+                self.last_avail = self.last_avail.wrapping_add(1);
+                frames.next();
+                n += 1;
+            }
+            for &(dst, from, head, need) in &run[..n] {
+                let len = need as usize - hdr_len;
+                // SAFETY: [dst, dst + need) was translated inside one region of our mapped guest
+                // memory; `from` is readable for `len` bytes (the tail of one segment of a
+                // source chain, kept mapped by the borrow of its queue).
+                unsafe {
+                    copy_bytes(dst, hdr.as_ptr(), hdr_len);
+                    copy_bytes(dst.add(hdr_len), from, len);
+                }
+                self.push_used(head, need);
+                tally.packets += 1;
+                tally.bytes += len as u64;
+            }
+            if n == BURST {
+                continue;
+            }
+            // The run ended on a frame the simple case does not cover (or on empty buffers).
+            let Some(c) = frames.next() else { break };
+            let len = c.len().saturating_sub(skip) as u64;
+            match self.enqueue(Source::Chain(c, skip)) {
+                Ok(()) => {
+                    tally.packets += 1;
+                    tally.bytes += len;
+                }
+                Err(RxError::NoBuffers) | Err(RxError::Broken) => {
+                    // Out of buffers: the rest of the frames are dropped the same way.
+                    let rest = 1 + frames.len() as u64;
+                    if self.broken || self.last_avail == self.avail_cache {
+                        tally.no_buffers += rest;
+                        break;
+                    }
+                    tally.no_buffers += 1;
+                }
+                Err(RxError::BufferTooSmall) => tally.too_small += 1,
+                Err(RxError::BadChain) => tally.bad_buffers += 1,
             }
         }
     }

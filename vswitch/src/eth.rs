@@ -25,51 +25,55 @@ pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 pub type Mac = [u8; 6];
 
-/// What the forwarding decision needs of a frame.
+/// What the forwarding decision needs of a frame: addresses and the outer EtherType.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EthHeader {
     pub dst: Mac,
     pub src: Mac,
-    /// VLAN id of the 802.1Q tag, when the frame carries one.
-    pub vlan: Option<u16>,
-    /// EtherType of the payload (the inner one for a tagged frame).
+    /// The outer EtherType: 0x8100 / 0x88a8 for a tagged frame.
     pub ethertype: u16,
 }
 
 /// Why a frame's header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EthError {
-    /// Shorter than an Ethernet header (or a tagged one).
+    /// Shorter than an Ethernet header (or, for a tagged frame, than header and tag).
     Truncated,
 }
 
 impl EthHeader {
-    /// Parses the header from the first bytes of a frame (`bytes` may be longer).
+    /// Parses the header from the first bytes of a frame (`bytes` may be longer). A tagged
+    /// frame must carry its whole tag (18 bytes).
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Result<EthHeader, EthError> {
-        if bytes.len() < HEADER_LEN {
+        let Some(b) = bytes.get(..HEADER_LEN) else {
+            return Err(EthError::Truncated);
+        };
+        let h = EthHeader {
+            dst: [b[0], b[1], b[2], b[3], b[4], b[5]],
+            src: [b[6], b[7], b[8], b[9], b[10], b[11]],
+            ethertype: be16(b, field::ETHERTYPE.start),
+        };
+        if h.is_tagged() && bytes.len() < HEADER_PEEK {
             return Err(EthError::Truncated);
         }
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&bytes[field::DESTINATION]);
-        let mut src = [0u8; 6];
-        src.copy_from_slice(&bytes[field::SOURCE]);
-        let et = be16(bytes, field::ETHERTYPE.start);
-        if et == ETHERTYPE_VLAN || et == ETHERTYPE_QINQ {
-            if bytes.len() < HEADER_PEEK {
-                return Err(EthError::Truncated);
-            }
-            return Ok(EthHeader {
-                dst,
-                src,
-                vlan: Some(be16(bytes, field::TCI.start) & 0x0fff),
-                ethertype: be16(bytes, field::INNER_ETHERTYPE.start),
-            });
-        }
-        Ok(EthHeader {
-            dst,
-            src,
-            vlan: None,
-            ethertype: et,
+        Ok(h)
+    }
+
+    /// Whether the frame carries an 802.1Q or 802.1ad tag.
+    #[inline]
+    pub fn is_tagged(&self) -> bool {
+        self.ethertype == ETHERTYPE_VLAN || self.ethertype == ETHERTYPE_QINQ
+    }
+
+    /// The tag's VLAN id and the encapsulated EtherType, for a tagged frame; `bytes` are the
+    /// ones [`EthHeader::parse`] accepted.
+    pub fn tag(&self, bytes: &[u8]) -> Option<(u16, u16)> {
+        (self.is_tagged() && bytes.len() >= HEADER_PEEK).then(|| {
+            (
+                be16(bytes, field::TCI.start) & 0x0fff,
+                be16(bytes, field::INNER_ETHERTYPE.start),
+            )
         })
     }
 }
@@ -99,7 +103,8 @@ mod tests {
         let h = EthHeader::parse(&UNTAGGED).unwrap();
         assert_eq!(h.dst, [2, 0, 0, 0, 0, 2]);
         assert_eq!(h.src, [2, 0, 0, 0, 0, 1]);
-        assert_eq!(h.vlan, None);
+        assert!(!h.is_tagged());
+        assert_eq!(h.tag(&UNTAGGED), None);
         assert_eq!(h.ethertype, 0x0800);
         assert!(!is_multicast(&h.dst));
     }
@@ -107,8 +112,8 @@ mod tests {
     #[test]
     fn parse_tagged() {
         let h = EthHeader::parse(&TAGGED).unwrap();
-        assert_eq!(h.vlan, Some(100));
-        assert_eq!(h.ethertype, 0x0806);
+        assert!(h.is_tagged());
+        assert_eq!(h.tag(&TAGGED), Some((100, 0x0806)));
         assert!(is_multicast(&h.dst));
     }
 

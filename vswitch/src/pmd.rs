@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_queue::ArrayQueue;
 use vhost_user::net::MAX_FRAME;
-use vhost_user::virtq::{Chain, DeviceQueue, RxError, Source, BURST};
+use vhost_user::virtq::{Chain, DeviceQueue, RxTally, BURST};
 
 use crate::eth::{self, EthHeader, Mac, HEADER_PEEK};
 use crate::fdb::Fdb;
@@ -258,8 +258,10 @@ impl Forwarder {
         let fdb = &self.shared.fdb;
         let vlan = port.vlan;
         // Bursts are usually one flow: remember the last source learned and the last lookup.
-        let mut learned: Option<Mac> = None;
-        let mut looked_up: Option<(Mac, u16)> = None;
+        // MACs are handled as 48-bit words (byte 0 lowest); 0 is never a valid source or
+        // unicast destination, so it means "none yet".
+        let mut learned = 0u64;
+        let mut looked_up = (0u64, FLOOD);
         let mut rx_bytes = 0u64;
         let mut tagged = 0u64;
         let mut too_big = 0u64;
@@ -267,9 +269,7 @@ impl Forwarder {
         for (i, c) in chains.iter().enumerate() {
             let len = c.len() - hdr;
             rx_bytes += len as u64;
-            let (peek, got) = c.peek::<HEADER_PEEK>(hdr);
-            // The queue refuses chains shorter than header + 14 bytes, so this parses.
-            let Ok(h) = EthHeader::parse(&peek[..got]) else {
+            let Some(h) = header_of(c, hdr) else {
                 self.dest[i] = DROPPED;
                 continue;
             };
@@ -278,25 +278,24 @@ impl Forwarder {
                 self.dest[i] = DROPPED;
                 continue;
             }
-            if h.vlan.is_some() && vlan != 0 {
+            if vlan != 0 && h.tagged {
                 tagged += 1;
                 self.dest[i] = DROPPED;
                 continue;
             }
-            if !eth::is_multicast(&h.src) && learned != Some(h.src) {
-                fdb.learn(vlan, h.src, port.id, now);
-                learned = Some(h.src);
+            if h.src != learned && h.src & 1 == 0 {
+                fdb.learn(vlan, mac_bytes(h.src), port.id, now);
+                learned = h.src;
             }
-            self.dest[i] = if eth::is_multicast(&h.dst) {
+            self.dest[i] = if h.dst & 1 != 0 {
                 FLOOD
             } else {
-                let out = match looked_up {
-                    Some((mac, out)) if mac == h.dst => out,
-                    _ => {
-                        let out = fdb.lookup(vlan, h.dst, now).unwrap_or(FLOOD);
-                        looked_up = Some((h.dst, out));
-                        out
-                    }
+                let out = if looked_up.0 == h.dst {
+                    looked_up.1
+                } else {
+                    let out = fdb.lookup(vlan, mac_bytes(h.dst), now).unwrap_or(FLOOD);
+                    looked_up = (h.dst, out);
+                    out
                 };
                 if out == port.id {
                     same_port += 1;
@@ -352,18 +351,53 @@ impl Forwarder {
     }
 }
 
+/// What the switch reads of a frame's header, MACs as 48-bit words (byte 0 lowest, so bit 0 is
+/// the group bit).
+struct Header {
+    dst: u64,
+    src: u64,
+    tagged: bool,
+}
+
+const MAC_MASK: u64 = 0xffff_ffff_ffff;
+
+/// The header of the frame in chain `c` after its `skip`-byte virtio-net header: two word loads
+/// when it is contiguous (the usual case), the general parser otherwise.
+#[inline(always)]
+fn header_of(c: &Chain, skip: usize) -> Option<Header> {
+    if let Some((w0, w1)) = c.head_words(skip) {
+        let et = u16::from_be(((w1 >> 32) & 0xffff) as u16);
+        return Some(Header {
+            dst: w0 & MAC_MASK,
+            src: ((w0 >> 48) | (w1 << 16)) & MAC_MASK,
+            tagged: et == eth::ETHERTYPE_VLAN || et == eth::ETHERTYPE_QINQ,
+        });
+    }
+    let (peek, got) = c.peek::<HEADER_PEEK>(skip);
+    let h = EthHeader::parse(&peek[..got]).ok()?;
+    Some(Header {
+        dst: mac_word(h.dst),
+        src: mac_word(h.src),
+        tagged: h.is_tagged(),
+    })
+}
+
+fn mac_word(m: Mac) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+}
+
+fn mac_bytes(w: u64) -> Mac {
+    let b = w.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
+
 /// How many times a PMD retries a destination queue held by another PMD before dropping: the
 /// holder keeps it for one burst at most.
 const BUSY_SPINS: u32 = 4096;
 
 /// Enqueues frames into one of the destination port's receive queues, flushes once, notifies
 /// at most once.
-fn deliver<'a>(
-    pmd: usize,
-    d: &Port,
-    frames: impl ExactSizeIterator<Item = &'a Chain>,
-    hdr: usize,
-) {
+fn deliver<'a>(pmd: usize, d: &Port, frames: impl ExactSizeIterator<Item = &'a Chain>, hdr: usize) {
     let counters = &d.counters[pmd];
     let pairs = d.queue_pairs().max(1);
     let mut slot = 2 * (pmd % pairs);
@@ -394,24 +428,12 @@ fn deliver<'a>(
         counters.drop(Drop::TxNotReady, frames.len() as u64);
         return;
     };
-    q.prefetch_rx(frames.len());
-    let (mut pkts, mut bytes) = (0u64, 0u64);
-    let mut drops = [0u64; 3];
-    for c in frames {
-        match q.enqueue(Source::Chain(c, hdr)) {
-            Ok(()) => {
-                pkts += 1;
-                bytes += (c.len() - hdr) as u64;
-            }
-            Err(RxError::NoBuffers) | Err(RxError::Broken) => drops[0] += 1,
-            Err(RxError::BufferTooSmall) => drops[1] += 1,
-            Err(RxError::BadChain) => drops[2] += 1,
-        }
-    }
+    let mut t = RxTally::default();
+    q.enqueue_burst(frames, hdr, &mut t);
     q.flush();
-    bump(&counters.tx_packets, pkts);
-    bump(&counters.tx_bytes, bytes);
-    counters.drop(Drop::TxNoBuffers, drops[0]);
-    counters.drop(Drop::TxTooBig, drops[1]);
-    counters.drop(Drop::TxBadBuffers, drops[2]);
+    bump(&counters.tx_packets, t.packets);
+    bump(&counters.tx_bytes, t.bytes);
+    counters.drop(Drop::TxNoBuffers, t.no_buffers);
+    counters.drop(Drop::TxTooBig, t.too_small);
+    counters.drop(Drop::TxBadBuffers, t.bad_buffers);
 }

@@ -74,10 +74,10 @@ fn forwarding_allocates_nothing_per_packet() {
         mem_bytes: 32 << 20,
         ..GuestConfig::default()
     };
-    let (mut a, slots_a, _ta) = Guest::with_backend(&cfg("noalloc-a"), BackendConfig::default())
-        .expect("guest a");
-    let (mut b, slots_b, _tb) = Guest::with_backend(&cfg("noalloc-b"), BackendConfig::default())
-        .expect("guest b");
+    let (mut a, slots_a, _ta) =
+        Guest::with_backend(&cfg("noalloc-a"), BackendConfig::default()).expect("guest a");
+    let (mut b, slots_b, _tb) =
+        Guest::with_backend(&cfg("noalloc-b"), BackendConfig::default()).expect("guest b");
     let shared = Arc::new(Shared {
         fdb: Fdb::new(4096, 300),
         now_secs: AtomicU32::new(0),
@@ -112,7 +112,8 @@ fn forwarding_allocates_nothing_per_packet() {
         COUNTING.with(|c| c.set(false));
         allocs += ALLOCS.with(|x| x.replace(0));
         assert_eq!(n, 32);
-        forwarded += b.rx.recv(64, &mut scratch, |got| assert_eq!(got.len(), f.len()));
+        forwarded +=
+            b.rx.recv(64, &mut scratch, |got| assert_eq!(got.len(), f.len()));
         a.tx.reclaim();
     }
     assert_eq!(forwarded, 2000 * 32, "every frame delivered");
