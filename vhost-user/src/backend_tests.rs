@@ -643,3 +643,53 @@ fn interop_with_rust_vmm_frontend() {
     t.join().unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn multiqueue_two_pairs_start_and_carry_traffic() {
+    let mut p = start_with(BackendConfig {
+        queue_pairs: 2,
+        ..BackendConfig::default()
+    });
+    let mut mem = DriverMemory::new("be-mq", 8 << 20, false).unwrap();
+    let mut qs: Vec<DriverQueue> = (0..4)
+        .map(|_| DriverQueue::new(&mut mem, 128, 2048, 12).unwrap())
+        .collect();
+    p.fe.get_features().unwrap();
+    p.fe.get_protocol_features().unwrap();
+    p.fe.set_protocol_features(pf::REPLY_ACK | pf::MQ).unwrap();
+    assert_eq!(p.fe.get_queue_num().unwrap(), 2);
+    let layouts: Vec<_> = qs
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (i as u32, q.layout(), None))
+        .collect();
+    p.fe.setup_net(
+        F_VERSION_1 | F_MRG_RXBUF | crate::net::F_MQ | VHOST_USER_F_PROTOCOL_FEATURES,
+        &[(mem.region_desc(), mem.fd().as_fd())],
+        &layouts,
+    )
+    .unwrap();
+    assert!(p.slots.iter().all(|s| s.is_running()));
+    // Queue pair 1 carries traffic on its own: TX queue 3 looped into RX queue 2.
+    qs[2].refill_rx();
+    assert!(qs[3].push_tx(&frame(300, 7)));
+    qs[3].publish();
+    {
+        let mut txg = p.slots[3].try_lock().unwrap();
+        let mut rxg = p.slots[2].try_lock().unwrap();
+        let (tx, rx) = (txg.as_mut().unwrap(), rxg.as_mut().unwrap());
+        assert_eq!(tx.pop_tx_burst(), 1);
+        rx.enqueue(Source::Chain(&tx.burst()[0], 12)).unwrap();
+        tx.complete_burst();
+        rx.flush();
+    }
+    let mut got = Vec::new();
+    qs[2].recv(8, &mut Vec::new(), |b| got.push(b.to_vec()));
+    assert_eq!(got, vec![frame(300, 7)]);
+    // Disabling pair 1 stops exactly its queues.
+    p.fe.set_vring_enable(2, false).unwrap();
+    p.fe.set_vring_enable(3, false).unwrap();
+    assert!(p.slots[0].is_running() && p.slots[1].is_running());
+    assert!(!p.slots[2].is_running() && !p.slots[3].is_running());
+    p.finish().unwrap();
+}

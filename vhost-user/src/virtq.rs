@@ -653,35 +653,50 @@ impl DeviceQueue {
             *h = self.ring.avail_entry(self.last_avail.wrapping_add(i));
             prefetch(self.ring.desc_addr(*h));
         }
+        // Locals, not fields: the ring stores below could alias `self` as far as the compiler
+        // knows, which would make it reload every field after each one.
+        let ring = self.ring;
+        let walker = &self.walker;
+        let burst = &mut self.burst;
+        let counters = &self.counters;
+        let mut used_idx = self.used_idx;
         let mut k = 0;
         for &head in &heads[..want] {
-            self.last_avail = self.last_avail.wrapping_add(1);
-            let res = self
-                .walker
-                .walk(head, false, &mut self.burst[k])
-                .and_then(|_| {
-                    if self.burst[k].len() < min_len {
-                        Err(ChainError::TooShort)
-                    } else {
-                        Ok(())
-                    }
-                });
+            let res = walker.walk(head, false, &mut burst[k]).and_then(|_| {
+                if burst[k].len() < min_len {
+                    Err(ChainError::TooShort)
+                } else {
+                    Ok(())
+                }
+            });
             match res {
                 Ok(()) => {
                     // Header and start of the frame: usually two lines (the virtio-net header
                     // sits just before a cache-line-aligned frame in DPDK and Linux buffers).
-                    let s0 = self.burst[k].segs[0];
+                    let s0 = burst[k].segs[0];
                     prefetch(s0.ptr);
                     prefetch(s0.ptr.wrapping_add((s0.len as usize).min(128) - 1));
-                    // Used entries go in avail order (VIRTIO_F_IN_ORDER) and become visible to
-                    // the guest only at the flush in `complete_burst`, so the buffers stay ours
-                    // until then.
-                    self.push_used(head, 0);
                     k += 1;
                 }
-                Err(e) => self.refuse(head, e),
+                Err(e) => {
+                    counters.count(e);
+                    tracing::debug!("refused descriptor chain at head {head}: {}", e.name());
+                    if head >= walker.size {
+                        continue;
+                    }
+                }
             }
+            // Used entries go in avail order (VIRTIO_F_IN_ORDER), refused chains with length 0
+            // like the others; they become visible to the guest only at the flush in
+            // `complete_burst`, so the buffers stay ours until then.
+            ring.set_used_elem(used_idx, u32::from(head), 0);
+            used_idx = used_idx.wrapping_add(1);
         }
+        // want <= BURST.
+        self.last_avail = self
+            .last_avail
+            .wrapping_add(u16::try_from(want).unwrap_or(0));
+        self.used_idx = used_idx;
         self.burst_len = k;
         k
     }
