@@ -49,7 +49,8 @@ impl Connection {
 
     /// Reads exactly `buf.len()` bytes, collecting any descriptors that arrive on the way.
     /// Returns the number of bytes read before EOF (less than `buf.len()` only at EOF).
-    fn read_full(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize> {
+    /// Other framings over a unix socket with passed descriptors (the hooks protocol) use it.
+    pub fn read_full(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize> {
         let mut got = 0;
         while got < buf.len() {
             let fd = self.sock.as_raw_fd();
@@ -120,7 +121,11 @@ impl Connection {
     /// Sends one message with optional descriptors.
     pub fn send(&mut self, header: &Header, body: &[u8], fds: &[RawFd]) -> Result<()> {
         let hb = header.to_bytes();
-        let mut parts: [&[u8]; 2] = [&hb, body];
+        self.send_parts([&hb, body], fds)
+    }
+
+    /// Sends two byte strings back to back, the descriptors attached to the first byte.
+    pub fn send_parts(&mut self, mut parts: [&[u8]; 2], fds: &[RawFd]) -> Result<()> {
         let mut first = true;
         loop {
             let iov = [IoSlice::new(parts[0]), IoSlice::new(parts[1])];

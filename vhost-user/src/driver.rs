@@ -34,12 +34,18 @@ pub struct DriverMemory {
 impl DriverMemory {
     /// Creates `size` bytes of shareable memory (hugetlbfs when `huge`).
     pub fn new(name: &str, size: usize, huge: bool) -> Result<DriverMemory> {
+        DriverMemory::with_gpa_base(name, size, huge, 0x1_0000_0000)
+    }
+
+    /// Like [`DriverMemory::new`], at guest-physical address `gpa_base` (a guest with several
+    /// regions gives each its own range).
+    pub fn with_gpa_base(name: &str, size: usize, huge: bool, gpa_base: u64) -> Result<Self> {
         let fd = create_memfd(name, size as u64, huge).map_err(Error::Mmap)?;
         let map = Mapping::map_shared(&fd, size).map_err(Error::Mmap)?;
         Ok(DriverMemory {
             fd,
             map,
-            gpa_base: 0x1_0000_0000,
+            gpa_base,
             next: 0,
         })
     }
@@ -161,7 +167,8 @@ impl DriverQueue {
         let (desc, desc_gpa) = mem.alloc(desc_table_bytes(size), 4096)?;
         let (avail, avail_gpa) = mem.alloc(avail_ring_bytes(size), 4096)?;
         let (used, used_gpa) = mem.alloc(used_ring_bytes(size), 4096)?;
-        let (bufs, buf_gpa) = mem.alloc(usize::from(size) * buf_size as usize, 64)?;
+        // Buffers on pages of their own, so a view can grant them apart from the rings.
+        let (bufs, buf_gpa) = mem.alloc(usize::from(size) * buf_size as usize, 4096)?;
         // SAFETY: the three areas were just allocated in `mem`'s live mapping with exactly the
         // sizes RawRing needs and page alignment; the caller keeps `mem` alive.
         let ring = unsafe { RawRing::new(desc, avail, used, size) };
@@ -199,6 +206,14 @@ impl DriverQueue {
     /// The raw ring, for tests that write malformed descriptors and indices.
     pub fn raw(&self) -> &RawRing {
         &self.ring
+    }
+
+    /// Guest-physical address and length of the buffer area.
+    pub fn buffer_area(&self) -> (u64, u64) {
+        (
+            self.buf_gpa,
+            u64::from(self.size) * u64::from(self.buf_size),
+        )
     }
 
     /// Guest-physical address of descriptor `id`'s buffer.

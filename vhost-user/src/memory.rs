@@ -18,12 +18,42 @@ use crate::mmap::{file_size_and_block, Mapping};
 /// Most regions a frontend may have mapped at once (`GET_MAX_MEM_SLOTS`).
 pub const MAX_MEM_SLOTS: usize = 32;
 
+/// How a region's bytes are mapped into this process.
+enum Backing {
+    /// Mapped by this crate, read-write, for the region's whole life.
+    Owned(Mapping),
+    /// Mapped by someone else (the fast path's protected views), who keeps it mapped while
+    /// `_keep` lives and decides when it is accessible.
+    External {
+        base: *mut u8,
+        _keep: Arc<dyn std::any::Any + Send + Sync>,
+    },
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backing::Owned(m) => write!(f, "Owned({:p}, {})", m.as_ptr(), m.len()),
+            Backing::External { base, .. } => write!(f, "External({base:p})"),
+        }
+    }
+}
+
+// SAFETY: the external base pointer refers to a shared mapping kept alive by `_keep` (Send +
+// Sync); it is only used to compute addresses, and every access through them goes through the
+// raw-pointer accessors of `ring` and `virtq`, which tolerate concurrent writers.
+#[allow(unsafe_code)]
+unsafe impl Send for Backing {}
+// SAFETY: as above; `&Backing` hands out the base address only.
+#[allow(unsafe_code)]
+unsafe impl Sync for Backing {}
+
 /// One mapped guest memory region.
 #[derive(Debug)]
 pub struct Region {
     pub desc: MemRegionDesc,
-    map: Mapping,
-    fd: OwnedFd,
+    backing: Backing,
+    fd: Option<OwnedFd>,
 }
 
 impl Region {
@@ -48,20 +78,50 @@ impl Region {
                 "memory region larger than the address space",
             ))?;
         let map = Mapping::map_shared(&fd, map_len).map_err(Error::Mmap)?;
-        Ok(Region { desc, map, fd })
+        Ok(Region {
+            desc,
+            backing: Backing::Owned(map),
+            fd: Some(fd),
+        })
+    }
+
+    /// A region over memory someone else mapped: `base` is the host address of the region's
+    /// first byte (guest-physical `desc.guest_phys_addr`, frontend-virtual
+    /// `desc.userspace_addr`).
+    ///
+    /// # Safety
+    /// `[base, base + desc.memory_size)` is a mapping of the peer's shared memory that stays
+    /// mapped for as long as `keep` is alive. It may be inaccessible at times (a protected view
+    /// that is not entered): then any access faults, which is what views are for — so queues
+    /// over this region must only be used while the owner has made it accessible.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_external(
+        desc: MemRegionDesc,
+        base: *mut u8,
+        keep: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Region> {
+        desc.validate()?;
+        Ok(Region {
+            desc,
+            backing: Backing::External { base, _keep: keep },
+            fd: None,
+        })
     }
 
     /// Host address of the region's first byte.
     pub fn host_base(&self) -> *mut u8 {
-        // mmap_offset + size <= map.len() was established in `map`.
-        self.map
-            .as_ptr()
-            .wrapping_add(crate::usize_of(self.desc.mmap_offset))
+        match &self.backing {
+            // mmap_offset + size <= map.len() was established in `map`.
+            Backing::Owned(m) => m
+                .as_ptr()
+                .wrapping_add(crate::usize_of(self.desc.mmap_offset)),
+            Backing::External { base, .. } => *base,
+        }
     }
 
-    /// The file behind the region (the hooks hand it to fast-path peers).
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
+    /// The file behind the region, when this crate mapped it from one.
+    pub fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
     }
 
     #[inline]
@@ -126,6 +186,13 @@ impl GuestMemory {
         self.regions.push(r);
         self.regions.sort_by_key(|r| r.desc.guest_phys_addr);
         Ok(())
+    }
+
+    /// A table of exactly one region.
+    pub fn single(region: Region) -> GuestMemory {
+        GuestMemory {
+            regions: vec![Arc::new(region)],
+        }
     }
 
     /// A copy of this table with one more region (`ADD_MEM_REG`); existing mappings are shared.

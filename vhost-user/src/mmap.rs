@@ -58,6 +58,46 @@ impl Mapping {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The shared u64 at `offset`, when it is 8-aligned and inside the mapping.
+    fn word(&self, offset: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: offset + 8 <= len and the base is page-aligned, so the word is inside the
+        // mapping (alive as long as `&self`) and 8-aligned; every access to shared words goes
+        // through atomics, so a reference to the atomic cell is sound with a concurrent peer.
+        Some(unsafe {
+            std::sync::atomic::AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast())
+        })
+    }
+
+    /// The u64 at `offset` (8-aligned, inside the mapping), read atomically: for counters a
+    /// peer updates in shared memory.
+    pub fn load_u64(&self, offset: usize) -> Option<u64> {
+        Some(
+            self.word(offset)?
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Stores the u64 at `offset` atomically.
+    pub fn store_u64(&self, offset: usize, v: u64) -> Option<()> {
+        self.word(offset)?
+            .store(v, std::sync::atomic::Ordering::Relaxed);
+        Some(())
+    }
+
+    /// Adds to a counter at `offset` that only this process writes (a load and a store, no
+    /// locked instruction).
+    pub fn bump_u64(&self, offset: usize, n: u64) -> Option<()> {
+        let w = self.word(offset)?;
+        w.store(
+            w.load(std::sync::atomic::Ordering::Relaxed).wrapping_add(n),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(())
+    }
 }
 
 impl Drop for Mapping {

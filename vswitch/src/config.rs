@@ -40,6 +40,8 @@ pub enum ConfigError {
     /// Command-line syntax error, or `--help`/`--version` (use [`clap::Error::exit`] on it).
     #[error("{0}")]
     Cli(#[from] clap::Error),
+    #[error("--hooks needs --fastpath-manifest: without approved trampolines no guest could be granted a channel")]
+    HooksWithoutManifest,
     #[error("cannot read config file {path}: {source}")]
     ReadFile {
         path: PathBuf,
@@ -134,6 +136,9 @@ pub struct PortSpec {
     /// Maximum queue pairs offered to the frontend (virtio-net MQ).
     #[serde(default = "default_queues")]
     pub queues: u16,
+    /// The port may open fast-path channels with other such ports of its VLAN.
+    #[serde(default)]
+    pub fastpath: bool,
 }
 
 impl PortSpec {
@@ -175,6 +180,10 @@ pub struct Config {
     pub log: Option<String>,
     /// The `--config` file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The hooks socket fast-path guests talk to; `None`: no fast path.
+    pub hooks: Option<PathBuf>,
+    /// Approved trampoline digests (required with `hooks`).
+    pub fastpath_manifest: Option<PathBuf>,
 }
 
 const AFTER_HELP: &str = "\
@@ -192,9 +201,13 @@ CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     mac_aging_secs = 300
     log = \"info\"
 
+    hooks = \"/run/vswitch/hooks.sock\"   # fast path: guests ask here for channels
+    fastpath_manifest = \"/etc/vswitch/trampolines\"
+
     [[port]]
     name = \"vm1\"
     mode = \"server\"          # or \"client\"
+    fastpath = true          # optional: may open fast-path channels
     path = \"/run/vswitch/vm1.sock\"
     vlan = 10                # optional, 1..=4094
     queues = 4               # optional, 1..=16, default 1
@@ -249,6 +262,24 @@ struct Cli {
     )]
     port_queues: Vec<String>,
 
+    /// Allow port NAME fast-path channels (with other allowed ports of its VLAN). Repeatable.
+    #[arg(
+        long = "port-fastpath",
+        value_name = "NAME",
+        allow_hyphen_values = true
+    )]
+    port_fastpath: Vec<String>,
+
+    /// Listen for fast-path guests on this unix socket (the hypervisor hooks): they ask there
+    /// for channels to each other. Needs --fastpath-manifest.
+    #[arg(long, value_name = "SOCKETPATH")]
+    hooks: Option<PathBuf>,
+
+    /// File of approved trampoline SHA-256 digests, one per line (`fp-pktgen --print-trampoline`
+    /// prints a binary's). A guest whose trampoline is not listed gets no channel.
+    #[arg(long = "fastpath-manifest", value_name = "FILE")]
+    fastpath_manifest: Option<PathBuf>,
+
     /// Cores for the poll-mode threads, one thread pinned per core: `1`, `0,1`, `2-5`,
     /// `0,2-3`. Every core must be one this process may run on (its CPU affinity).
     /// Default: one PMD thread pinned to the last core this process may run on.
@@ -285,6 +316,8 @@ struct FileConfig {
     ctl: Option<PathBuf>,
     mac_aging_secs: Option<i64>,
     log: Option<String>,
+    hooks: Option<PathBuf>,
+    fastpath_manifest: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +328,7 @@ struct FilePort {
     path: PathBuf,
     vlan: Option<i64>,
     queues: Option<i64>,
+    fastpath: Option<bool>,
 }
 
 impl Config {
@@ -379,6 +413,7 @@ fn build(
             path: p.path,
             vlan,
             queues,
+            fastpath: p.fastpath.unwrap_or(false),
         });
     }
     for (option, mode, values) in [
@@ -393,6 +428,7 @@ fn build(
                 path: PathBuf::from(path),
                 vlan: None,
                 queues: default_queues(),
+                fastpath: false,
             });
         }
     }
@@ -422,8 +458,33 @@ fn build(
         ports[i].queues = queues_from_i64(name, parsed, n)?;
     }
 
+    let mut fastpath_set = BTreeSet::new();
+    for name in &cli.port_fastpath {
+        let i = port_index(&index_by_name, "--port-fastpath", name, &mut fastpath_set)?;
+        ports[i].fastpath = true;
+    }
+
     for port in &ports {
         port.validate()?;
+    }
+
+    let hooks = cli.hooks.or(file.hooks);
+    let fastpath_manifest = cli.fastpath_manifest.or(file.fastpath_manifest);
+    if let Some(h) = &hooks {
+        validate_socket_path(h, || "--hooks".to_owned())?;
+        match &fastpath_manifest {
+            None => return Err(ConfigError::HooksWithoutManifest),
+            Some(m) if !m.is_file() => {
+                return Err(ConfigError::ReadFile {
+                    path: m.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the fast-path manifest does not exist or is not a file",
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
     }
 
     let ctl = cli.ctl.or(file.ctl);
@@ -431,6 +492,15 @@ fn build(
     if let Some(ctl) = &ctl {
         validate_socket_path(ctl, || "--ctl".to_owned())?;
         owners.insert(ctl.clone(), "the control socket".to_owned());
+    }
+    if let Some(h) = &hooks {
+        if let Some(first) = owners.insert(h.clone(), "the hooks socket".to_owned()) {
+            return Err(ConfigError::DuplicateSocketPath {
+                path: h.clone(),
+                first,
+                second: "the hooks socket".to_owned(),
+            });
+        }
     }
     for port in &ports {
         let owner = format!("port `{}`", port.name);
@@ -494,6 +564,8 @@ fn build(
         mac_aging_secs,
         log,
         config_file,
+        hooks,
+        fastpath_manifest,
     })
 }
 

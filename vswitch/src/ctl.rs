@@ -32,7 +32,7 @@ use crate::fdb::{FdbCounters, FdbEntry};
 /// keeps one client from making the switch buffer without limit.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The commands, for error messages.
-pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, add-port, del-port";
+pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, channels, add-port, del-port";
 
 /// A request, as the client sends it. The server parses by hand (see [`dispatch`]) to give
 /// precise messages, but accepts exactly what this serializes to.
@@ -43,6 +43,7 @@ pub enum Request {
     Stats,
     Fdb,
     PmdStats,
+    Channels,
     AddPort(PortSpec),
     DelPort { name: String },
 }
@@ -160,6 +161,34 @@ pub struct PmdStatsReply {
     pub tsc_hz: Option<u64>,
 }
 
+/// One fast-path channel: who owns the dedicated queue, who uses it through a view, and the
+/// counters the two guests keep in the channel's doorbell page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    pub id: u64,
+    /// `copy` or `zero-copy`.
+    pub mode: String,
+    /// Port that dedicated the queue (copy: the receiver; zero-copy: the sender).
+    pub owner: String,
+    /// Port granted a view of it.
+    pub user: String,
+    pub notify: String,
+    pub age_secs: u64,
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub sender_drops: u64,
+    pub received_packets: u64,
+    pub received_bytes: u64,
+    pub device_errors: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelsReply {
+    /// False when the switch runs without `--hooks`.
+    pub enabled: bool,
+    pub channels: Vec<ChannelStats>,
+}
+
 /// What the switch provides to the control socket. Called from the control socket's
 /// connection threads, never from a PMD.
 pub trait CtlHandler: Send + Sync {
@@ -167,6 +196,10 @@ pub trait CtlHandler: Send + Sync {
     fn stats(&self) -> StatsReply;
     fn fdb(&self) -> FdbReply;
     fn pmd_stats(&self) -> PmdStatsReply;
+    /// Fast-path channels granted by the hooks, with their counters.
+    fn channels(&self) -> ChannelsReply {
+        ChannelsReply::default()
+    }
     /// `spec` has passed [`PortSpec::validate`]; the handler checks it against live ports.
     fn add_port(&self, spec: PortSpec) -> Result<(), String>;
     fn del_port(&self, name: &str) -> Result<(), String>;
@@ -444,6 +477,7 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
         "stats" => no_args(&args).and_then(|()| to_data(handler.stats())),
         "fdb" => no_args(&args).and_then(|()| to_data(handler.fdb())),
         "pmd-stats" => no_args(&args).and_then(|()| to_data(handler.pmd_stats())),
+        "channels" => no_args(&args).and_then(|()| to_data(handler.channels())),
         "add-port" => {
             let spec: PortSpec = serde_json::from_value(Value::Object(args))
                 .map_err(|e| format!("add-port: {e}"))?;
@@ -571,6 +605,10 @@ impl CtlClient {
 
     pub fn fdb(&mut self) -> Result<FdbReply, CtlError> {
         self.typed(&Request::Fdb)
+    }
+
+    pub fn channels(&mut self) -> Result<ChannelsReply, CtlError> {
+        self.typed(&Request::Channels)
     }
 
     pub fn pmd_stats(&mut self) -> Result<PmdStatsReply, CtlError> {

@@ -57,10 +57,19 @@ fn run(cfg: &Config) -> Result<(), String> {
             return Err(e);
         }
     }
+    let hooks_thread = match &cfg.hooks {
+        Some(path) => {
+            let listener = bind_socket(path, "hooks socket").inspect_err(|_| switch.shutdown())?;
+            tracing::info!("fast-path hooks on {}", path.display());
+            Some(switch.serve_hooks(listener)?)
+        }
+        None => None,
+    };
     let ctl_stop = Arc::new(AtomicBool::new(false));
     let ctl_thread = match &cfg.ctl {
         Some(path) => {
-            let listener = bind_ctl(path).inspect_err(|_| switch.shutdown())?;
+            let listener =
+                bind_socket(path, "control socket").inspect_err(|_| switch.shutdown())?;
             tracing::info!("control socket {}", path.display());
             Some(ctl::serve(listener, switch.clone(), ctl_stop.clone()))
         }
@@ -79,22 +88,31 @@ fn run(cfg: &Config) -> Result<(), String> {
         let _ = std::fs::remove_file(p);
     }
     switch.shutdown();
+    if let Some(t) = hooks_thread {
+        let _ = t.join();
+    }
+    if let Some(p) = &cfg.hooks {
+        let _ = std::fs::remove_file(p);
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Binds the control socket, replacing a stale one but never a live switch's.
-fn bind_ctl(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
+/// Binds a listening socket of the switch, replacing a stale one but never a live switch's.
+fn bind_socket(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<std::os::unix::net::UnixListener, String> {
     use std::os::unix::net::{UnixListener, UnixStream};
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(format!(
-                "control socket {} is in use by another process (another vswitch?)",
+                "{what} {} is in use by another process (another vswitch?)",
                 path.display()
             ));
         }
         std::fs::remove_file(path)
-            .map_err(|e| format!("removing stale control socket {}: {e}", path.display()))?;
+            .map_err(|e| format!("removing stale {what} {}: {e}", path.display()))?;
     }
-    UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))
+    UnixListener::bind(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }

@@ -102,6 +102,8 @@ pub struct PortStatus {
     pub pmd_of_queue: Vec<Option<usize>>,
     pub connections: u64,
     pub last_error: Option<String>,
+    /// Process id of the connected frontend (SO_PEERCRED).
+    pub frontend_pid: Option<i32>,
 }
 
 /// A port, shared by the control plane, its session thread and the poll threads.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use hypervisor_hooks::authority::Authority;
 use vhost_user::backend::{Backend, BackendConfig};
 use vhost_user::connection::Connection;
 
@@ -38,7 +39,7 @@ pub struct Session {
 impl Session {
     /// Starts serving `port`. In server mode the socket is bound before this returns, so a bad
     /// path is reported to the caller, not just logged.
-    pub fn start(port: Arc<Port>) -> Result<Session, String> {
+    pub fn start(port: Arc<Port>, hooks: Option<Authority>) -> Result<Session, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let conn: Arc<Mutex<Option<UnixStream>>> = Arc::default();
         let path = port.spec.path.clone();
@@ -60,8 +61,8 @@ impl Session {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || match listener {
-                Some(l) => serve_listener(&port, l, &st, &cn),
-                None => serve_client(&port, &st, &cn),
+                Some(l) => serve_listener(&port, l, &st, &cn, hooks.as_ref()),
+                None => serve_client(&port, &st, &cn, hooks.as_ref()),
             })
             .map_err(|e| format!("port thread: {e}"))?;
         Ok(Session {
@@ -120,6 +121,7 @@ fn serve_listener(
     l: UnixListener,
     stop: &AtomicBool,
     conn: &Mutex<Option<UnixStream>>,
+    hooks: Option<&Authority>,
 ) {
     set_state(port, PortState::Listening);
     tracing::info!(
@@ -134,7 +136,7 @@ fn serve_listener(
                     tracing::warn!("port {}: {e}", port.name());
                     continue;
                 }
-                run_connection(port, s, stop, conn);
+                run_connection(port, s, stop, conn, hooks);
                 if !stop.load(Ordering::Relaxed) {
                     set_state(port, PortState::Listening);
                 }
@@ -148,14 +150,19 @@ fn serve_listener(
     }
 }
 
-fn serve_client(port: &Arc<Port>, stop: &AtomicBool, conn: &Mutex<Option<UnixStream>>) {
+fn serve_client(
+    port: &Arc<Port>,
+    stop: &AtomicBool,
+    conn: &Mutex<Option<UnixStream>>,
+    hooks: Option<&Authority>,
+) {
     let mut logged = false;
     while !stop.load(Ordering::Relaxed) {
         set_state(port, PortState::Connecting);
         match UnixStream::connect(&port.spec.path) {
             Ok(s) => {
                 logged = false;
-                run_connection(port, s, stop, conn);
+                run_connection(port, s, stop, conn, hooks);
             }
             Err(e) => {
                 if !logged {
@@ -184,6 +191,7 @@ fn run_connection(
     s: UnixStream,
     stop: &AtomicBool,
     conn: &Mutex<Option<UnixStream>>,
+    hooks: Option<&Authority>,
 ) {
     match s.try_clone() {
         Ok(c) => *conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c),
@@ -202,8 +210,14 @@ fn run_connection(
         mtu: 9000,
     };
     let mut backend = Backend::with_counters(cfg, port.slots.clone(), port.queue_counters.clone());
+    // The kernel's word on who is at the other end: the hooks grant fast-path channels only to
+    // the process that is this port's frontend.
+    let pid = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|c| c.pid())
+        .ok();
     {
         let mut st = port.status();
+        st.frontend_pid = pid;
         st.state = Some(PortState::Connected);
         st.device = Some(backend.info());
         st.connections += 1;
@@ -213,6 +227,10 @@ fn run_connection(
     let res = backend.serve(&mut Connection::new(s));
     drop(backend);
     *conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    port.status().frontend_pid = None;
+    if let Some(h) = hooks {
+        h.port_gone(port.name(), "its vhost-user frontend disconnected");
+    }
     match res {
         Ok(()) => tracing::info!("port {}: frontend disconnected", port.name()),
         Err(e) => {

@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use hypervisor_hooks::authority::{Authority, Directory, PortFacts};
+use hypervisor_hooks::verify::Manifest;
 use vhost_user::message::protocol_features;
 use vhost_user::net::feature_names;
 
 use crate::config::{Config, PortSpec};
 use crate::ctl::{
-    CtlHandler, FdbReply, PmdStats, PmdStatsReply, PortInfo, PortState, PortStats, QueueInfo,
-    ShowReply, StatsReply,
+    ChannelStats, ChannelsReply, CtlHandler, FdbReply, PmdStats, PmdStatsReply, PortInfo,
+    PortState, PortStats, QueueInfo, ShowReply, StatsReply,
 };
 use crate::fdb::{format_mac, Fdb};
 use crate::pmd::{Command, PmdHandle, Shared};
@@ -32,12 +34,32 @@ struct PortEntry {
     session: Option<Session>,
 }
 
+type Ports = Arc<Mutex<BTreeMap<String, PortEntry>>>;
+
 /// A running switch.
 pub struct Switch {
     shared: Arc<Shared>,
     pmds: Vec<PmdHandle>,
-    ports: Mutex<BTreeMap<String, PortEntry>>,
+    ports: Ports,
     started: Instant,
+    /// The fast-path authority, when the switch runs with `--hooks`.
+    hooks: Option<Authority>,
+}
+
+/// The ports as the hooks authority sees them.
+struct PortDirectory(Ports);
+
+impl Directory for PortDirectory {
+    fn port(&self, name: &str) -> Option<PortFacts> {
+        let ports = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let p = &ports.get(name)?.port;
+        let pid = p.status().frontend_pid;
+        Some(PortFacts {
+            vlan: p.vlan,
+            fastpath: p.spec.fastpath,
+            frontend_pid: pid,
+        })
+    }
 }
 
 impl Switch {
@@ -57,11 +79,28 @@ impl Switch {
             .map_err(|e| format!("starting poll threads: {e}"))?;
         // Calibrate now, not on the first `pmd-stats`.
         notify::tsc::hz();
+        let ports: Ports = Arc::default();
+        let hooks = match &cfg.fastpath_manifest {
+            Some(m) if cfg.hooks.is_some() => {
+                let manifest = Manifest::load(m).map_err(|e| e.to_string())?;
+                tracing::info!(
+                    "fast path: {} approved trampoline(s) in {}",
+                    manifest.len(),
+                    m.display()
+                );
+                Some(Authority::new(
+                    Arc::new(PortDirectory(ports.clone())),
+                    manifest,
+                ))
+            }
+            _ => None,
+        };
         Ok(Switch {
             shared,
             pmds,
-            ports: Mutex::new(BTreeMap::new()),
+            ports,
             started: Instant::now(),
+            hooks,
         })
     }
 
@@ -97,7 +136,7 @@ impl Switch {
             assign[pmd].push(slot);
             port.status().pmd_of_queue[2 * pair + 1] = Some(pmd);
         }
-        let session = Session::start(port.clone())?;
+        let session = Session::start(port.clone(), self.hooks.clone())?;
         for (pmd, poll) in self.pmds.iter().zip(assign) {
             let p = port.clone();
             if let Err(e) = pmd.command(|done| Command::AddPort {
@@ -153,8 +192,23 @@ impl Switch {
         }
     }
 
+    /// Serves fast-path guests on `listener` (the hooks socket).
+    pub fn serve_hooks(
+        &self,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<std::thread::JoinHandle<()>, String> {
+        let h = self
+            .hooks
+            .as_ref()
+            .ok_or("the switch was started without --hooks")?;
+        h.serve(listener).map_err(|e| format!("hooks: {e}"))
+    }
+
     /// Stops everything: sessions (guests disconnected, sockets removed), then poll threads.
     pub fn shutdown(&self) {
+        if let Some(h) = &self.hooks {
+            h.stop();
+        }
         let names: Vec<String> = self.ports().keys().cloned().collect();
         for n in names {
             if let Err(e) = self.del_port(&n) {
@@ -308,6 +362,33 @@ impl CtlHandler for Switch {
                 })
                 .collect(),
             tsc_hz: Some(notify::tsc::hz()),
+        }
+    }
+
+    fn channels(&self) -> ChannelsReply {
+        let Some(h) = &self.hooks else {
+            return ChannelsReply::default();
+        };
+        ChannelsReply {
+            enabled: true,
+            channels: h
+                .channels()
+                .into_iter()
+                .map(|c| ChannelStats {
+                    id: c.id,
+                    mode: c.mode.to_string(),
+                    owner: c.owner,
+                    user: c.user,
+                    notify: c.notify,
+                    age_secs: c.age.as_secs(),
+                    sent_packets: c.sent_packets,
+                    sent_bytes: c.sent_bytes,
+                    sender_drops: c.sender_drops,
+                    received_packets: c.received_packets,
+                    received_bytes: c.received_bytes,
+                    device_errors: c.device_errors,
+                })
+                .collect(),
         }
     }
 

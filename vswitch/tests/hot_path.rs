@@ -56,6 +56,7 @@ fn spec(name: &str) -> PortSpec {
         path: format!("/nonexistent/{name}").into(),
         vlan: None,
         queues: 1,
+        fastpath: false,
     }
 }
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, Subcommand};
 use vswitch::config::{PortMode, PortSpec};
-use vswitch::ctl::{CtlClient, CtlError, FdbReply, PmdStatsReply, Request, ShowReply, StatsReply};
+use vswitch::ctl::{
+    ChannelsReply, CtlClient, CtlError, FdbReply, PmdStatsReply, Request, ShowReply, StatsReply,
+};
 use vswitch::fdb::format_mac;
 
 const AFTER_HELP: &str = "\
@@ -53,6 +55,8 @@ enum Command {
     Fdb,
     /// Poll-mode threads: packets, busy and idle cycles, cycles per packet, rx queues.
     PmdStats,
+    /// Fast-path channels granted by the hooks: owner, user, mode, counters.
+    Channels,
     /// Add a vhost-user port to the running switch.
     #[command(group(ArgGroup::new("mode").required(true).args(["server", "client"])))]
     AddPort {
@@ -71,6 +75,9 @@ enum Command {
         /// Maximum queue pairs, 1..=16.
         #[arg(long, value_name = "N", default_value_t = 1)]
         queues: u16,
+        /// Allow the port fast-path channels (needs a switch started with --hooks).
+        #[arg(long)]
+        fastpath: bool,
     },
     /// Remove a port; its guest is disconnected and its MAC addresses forgotten.
     DelPort {
@@ -122,12 +129,14 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::Stats => Request::Stats,
         Command::Fdb => Request::Fdb,
         Command::PmdStats => Request::PmdStats,
+        Command::Channels => Request::Channels,
         Command::AddPort {
             name,
             server,
             client,
             vlan,
             queues,
+            fastpath,
         } => {
             let (mode, path) = match (server, client) {
                 (Some(p), _) => (PortMode::Server, p.clone()),
@@ -140,6 +149,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
                 path,
                 vlan: *vlan,
                 queues: *queues,
+                fastpath: *fastpath,
             };
             // The switch checks too; checking here spares a round trip and names the flag.
             spec.validate()
@@ -167,6 +177,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Request::Stats => render_stats(&serde_json::from_value(data).map_err(decode)?),
         Request::Fdb => render_fdb(&serde_json::from_value(data).map_err(decode)?),
         Request::PmdStats => render_pmd_stats(&serde_json::from_value(data).map_err(decode)?),
+        Request::Channels => render_channels(&serde_json::from_value(data).map_err(decode)?),
         Request::AddPort(spec) => format!("added port {}\n", spec.name),
         Request::DelPort { name } => format!("deleted port {name}\n"),
     })
@@ -754,4 +765,34 @@ mod tests {
         assert!(render_pmd_stats(&PmdStatsReply::default()).contains("no pmd threads"));
         assert!(render_fdb(&FdbReply::default()).contains("0 entries"));
     }
+}
+
+fn render_channels(r: &ChannelsReply) -> String {
+    if !r.enabled {
+        return "the fast path is off (start the switch with --hooks and --fastpath-manifest)\n"
+            .to_owned();
+    }
+    if r.channels.is_empty() {
+        return "no fast-path channels\n".to_owned();
+    }
+    let mut out = String::new();
+    for c in &r.channels {
+        let _ = writeln!(
+            out,
+            "channel {} ({}, notify {}): owner {} -> user {}, {} s\n  sent {} packets {} bytes, {} not sent (queue full)\n  received {} packets {} bytes, {} refused descriptor chains",
+            c.id,
+            c.mode,
+            c.notify,
+            c.owner,
+            c.user,
+            c.age_secs,
+            c.sent_packets,
+            c.sent_bytes,
+            c.sender_drops,
+            c.received_packets,
+            c.received_bytes,
+            c.device_errors
+        );
+    }
+    out
 }
