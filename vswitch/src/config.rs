@@ -871,14 +871,16 @@ mod tests {
                     mode: PortMode::Server,
                     path: "/tmp/vm1.sock".into(),
                     vlan: None,
-                    queues: 4
+                    queues: 4,
+                    fastpath: false,
                 },
                 PortSpec {
                     name: "vm2".into(),
                     mode: PortMode::Client,
                     path: "/tmp/vm2.sock".into(),
                     vlan: Some(20),
-                    queues: 1
+                    queues: 1,
+                    fastpath: false,
                 },
             ]
         );

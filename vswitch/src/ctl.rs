@@ -119,8 +119,12 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Drops by reason (e.g. `rx_bad_chain`, `tx_ring_full`); only nonzero reasons needed.
+    /// Frames dropped, by reason; each dropped frame is counted once.
     pub drops: BTreeMap<String, u64>,
+    /// The rings' own refusals by reason (`rx_`: the guest's transmit queues, `tx_`: its
+    /// receive queues), the detail behind some of the drops.
+    #[serde(default)]
+    pub ring_errors: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -693,6 +697,7 @@ pub(crate) mod testing {
                     tx_packets: 9,
                     tx_bytes: 576,
                     drops: BTreeMap::from([("tx_ring_full".into(), 1)]),
+                    ring_errors: BTreeMap::new(),
                 }],
             }
         }
@@ -856,6 +861,7 @@ mod tests {
             path: format!("/tmp/{name}.sock").into(),
             vlan: Some(10),
             queues: 2,
+            fastpath: false,
         }
     }
 
@@ -1114,7 +1120,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Request::AddPort(spec("vm1"))).unwrap(),
             json!({"cmd": "add-port", "name": "vm1", "mode": "server",
-                   "path": "/tmp/vm1.sock", "vlan": 10, "queues": 2})
+                   "path": "/tmp/vm1.sock", "vlan": 10, "queues": 2, "fastpath": false})
         );
     }
 }

@@ -218,8 +218,12 @@ impl Fdb {
         &self.buckets[i]
     }
 
+    /// The clock ticks once a second, so an age of `aging_secs` may mean anything from
+    /// `aging_secs` to `aging_secs + 1` seconds of silence: an entry lives through it rather
+    /// than die up to a second early (a MAC heard every 300 ms must never be forgotten with a
+    /// one-second aging).
     fn live(&self, value: u64, now: u32) -> bool {
-        age(now, value_seen(value)) < self.aging_secs
+        age(now, value_seen(value)) <= self.aging_secs
     }
 
     /// A consistent copy of the bucket, or `None` if writers kept it busy.
@@ -619,17 +623,21 @@ mod tests {
         let fdb = Fdb::new(1024, 300);
         fdb.learn(0, A, 1, 1000);
         fdb.learn(0, B, 1, 1200);
-        assert_eq!(fdb.lookup(0, A, 1299), Some(1));
         assert_eq!(
             fdb.lookup(0, A, 1300),
-            None,
-            "aged out at exactly aging_secs"
+            Some(1),
+            "alive at exactly aging_secs"
         );
-        assert_eq!(fdb.entries(1300).len(), 1);
-        assert_eq!(fdb.expire(1300), 1);
+        assert_eq!(
+            fdb.lookup(0, A, 1301),
+            None,
+            "aged out one tick after aging_secs"
+        );
+        assert_eq!(fdb.entries(1301).len(), 1);
+        assert_eq!(fdb.expire(1301), 1);
         assert_eq!(fdb.counters().expired, 1);
-        assert_eq!(fdb.lookup(0, B, 1300), Some(1));
-        assert_eq!(fdb.learn(0, A, 1, 1300), LearnOutcome::New);
+        assert_eq!(fdb.lookup(0, B, 1301), Some(1));
+        assert_eq!(fdb.learn(0, A, 1, 1301), LearnOutcome::New);
     }
 
     #[test]
@@ -638,7 +646,8 @@ mod tests {
         let t = u32::MAX - 10;
         fdb.learn(0, A, 1, t);
         assert_eq!(fdb.lookup(0, A, t.wrapping_add(100)), Some(1));
-        assert_eq!(fdb.lookup(0, A, t.wrapping_add(300)), None);
+        assert_eq!(fdb.lookup(0, A, t.wrapping_add(300)), Some(1));
+        assert_eq!(fdb.lookup(0, A, t.wrapping_add(301)), None);
     }
 
     #[test]
@@ -668,9 +677,9 @@ mod tests {
         assert_eq!(fdb.counters().full, 1);
         assert_eq!(fdb.lookup(0, [2, 0, 0, 0, 1, 0], 0), None);
         // An expired slot is reused without waiting for `expire`.
-        assert_eq!(fdb.learn(0, [2, 0, 0, 0, 1, 0], 1, 300), LearnOutcome::New);
-        assert_eq!(fdb.lookup(0, [2, 0, 0, 0, 1, 0], 300), Some(1));
-        assert_eq!(fdb.entries(300).len(), 1);
+        assert_eq!(fdb.learn(0, [2, 0, 0, 0, 1, 0], 1, 301), LearnOutcome::New);
+        assert_eq!(fdb.lookup(0, [2, 0, 0, 0, 1, 0], 301), Some(1));
+        assert_eq!(fdb.entries(301).len(), 1);
     }
 
     #[test]

@@ -103,8 +103,16 @@ fn bind_socket(
     path: &std::path::Path,
     what: &str,
 ) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::net::{UnixListener, UnixStream};
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a stale socket is ours to replace: never delete a file that is something else.
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{what} {} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "{what} {} is in use by another process (another vswitch?)",

@@ -279,13 +279,21 @@ impl Switch {
         for d in Drop::ALL {
             drops.insert(d.name().to_owned(), port.sum(|b| &b.drops[d as usize]));
         }
-        // Refusals by the rings themselves: the guest's transmit queues (odd) are our rx.
+        // The rings' own refusals, by reason, for both directions. Of these only the chains
+        // refused on the guest's transmit queues (odd) are frames no other counter saw; on its
+        // receive queues every refusal already counts as a `tx_*` drop above.
+        let mut ring_errors = BTreeMap::new();
+        let mut rx_refused = 0;
         for (i, qc) in port.queue_counters.iter().enumerate() {
             let dir = if i % 2 == 1 { "rx" } else { "tx" };
             for (name, v) in qc.snapshot() {
-                *drops.entry(format!("{dir}_ring_{name}")).or_insert(0) += v;
+                *ring_errors.entry(format!("{dir}_{name}")).or_insert(0) += v;
+            }
+            if i % 2 == 1 {
+                rx_refused += qc.total_errors();
             }
         }
+        drops.insert("rx_malformed_descriptor_chain".to_owned(), rx_refused);
         PortStats {
             name: port.name().to_owned(),
             rx_packets: port.sum(|b| &b.rx_packets),
@@ -293,6 +301,7 @@ impl Switch {
             tx_packets: port.sum(|b| &b.tx_packets),
             tx_bytes: port.sum(|b| &b.tx_bytes),
             drops,
+            ring_errors,
         }
     }
 }

@@ -475,6 +475,7 @@ mod tests {
                     tx_packets: 8,
                     tx_bytes: 9,
                     drops: BTreeMap::from([("tx_ring_full".into(), 3), ("rx_bad_chain".into(), 0)]),
+                    ring_errors: BTreeMap::new(),
                 }],
             }
         }
@@ -670,7 +671,8 @@ mod tests {
                 mode: PortMode::Client,
                 path: "/tmp/vm3.sock".into(),
                 vlan: Some(20),
-                queues: 2
+                queues: 2,
+                fastpath: false,
             }]
         );
     }
