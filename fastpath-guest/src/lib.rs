@@ -1,2 +1,613 @@
-//! The guest-side fast-path driver (issue 3). Empty until that issue lands.
-#![forbid(unsafe_code)]
+//! The fast-path guest driver: a virtio-net guest of the switch (a vhost-user frontend over its
+//! own memory, like DPDK's virtio-user) that can also exchange frames with another fast-path
+//! guest directly, through a channel the hooks grant, without the switch on the path.
+//!
+//! - [`frame`]: the test frames of `fp-pktgen` and `fp-sink`.
+//! - [`owner`] / [`user`]: the two sides of a channel (who dedicates a queue, who reaches it
+//!   through a protected view and acts as its device).
+//! - [`client`]: the connection to the hooks.
+//! - [`FastpathGuest`]: all of it together; frames to a peer with a channel take the channel,
+//!   everything else the switch.
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod doorbell;
+pub mod error;
+pub mod frame;
+pub mod owner;
+pub mod user;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eptp_views::{Backend, ViewList};
+use hypervisor_hooks::proto::{doorbell as db, Mode, Trampoline};
+use notify::Notifier;
+use vhost_user::guest::{Guest, GuestConfig};
+use vhost_user::virtq::{Chain, Source};
+
+pub use error::{Error, Result};
+
+use client::{Event, HooksClient, QueueSpec};
+use doorbell::Doorbell;
+use owner::Dedicated;
+use user::PeerQueue;
+
+/// How a fast-path guest is set up.
+#[derive(Debug, Clone)]
+pub struct FpConfig {
+    /// The switch's vhost-user socket for this guest's port.
+    pub socket: PathBuf,
+    /// The port's name in the switch.
+    pub port: String,
+    pub mac: [u8; 6],
+    /// The hooks socket; without it the guest uses the switch path only.
+    pub hooks: Option<PathBuf>,
+    /// Ring size of every queue, switch path and channels.
+    pub queue_size: u16,
+    pub buf_size: u32,
+    pub huge: bool,
+}
+
+impl FpConfig {
+    pub fn new(socket: PathBuf, port: &str, mac: [u8; 6]) -> FpConfig {
+        FpConfig {
+            socket,
+            port: port.to_owned(),
+            mac,
+            hooks: None,
+            queue_size: 256,
+            buf_size: 2048,
+            huge: false,
+        }
+    }
+}
+
+/// A frame received: in our own memory, or in place in a peer's buffer (zero-copy).
+pub enum Rx<'a> {
+    Bytes(&'a [u8]),
+    InPlace(&'a Chain, usize),
+}
+
+impl Rx<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Rx::Bytes(b) => b.len(),
+            Rx::InPlace(c, skip) => c.len().saturating_sub(*skip),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies bytes `[offset, offset + out.len())` of the frame into `out`; returns how many.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> usize {
+        match self {
+            Rx::Bytes(b) => {
+                let n = b.len().saturating_sub(offset).min(out.len());
+                if n > 0 {
+                    out[..n].copy_from_slice(&b[offset..offset + n]);
+                }
+                n
+            }
+            Rx::InPlace(c, skip) => c.read(skip + offset, out),
+        }
+    }
+}
+
+enum Role {
+    /// Copy mode, sender: we are the device of the peer's dedicated receive queue.
+    CopyUser(PeerQueue),
+    /// Copy mode, receiver: our dedicated receive queue.
+    CopyOwner(Box<Dedicated>),
+    /// Zero-copy, sender: our dedicated transmit queue.
+    ZcOwner(Box<Dedicated>),
+    /// Zero-copy, receiver: we are the device of the peer's dedicated transmit queue.
+    ZcUser(PeerQueue),
+}
+
+/// One live channel.
+pub struct Channel {
+    pub id: u64,
+    pub peer: [u8; 6],
+    pub mode: Mode,
+    role: Role,
+    doorbell: Arc<Doorbell>,
+    /// Device-side chain refusals already reported in the doorbell.
+    reported_errors: u64,
+    /// The last visit to the peer's queue stopped with frames left.
+    more: bool,
+    /// Wakes the other side.
+    wake_peer: Box<dyn Notifier>,
+    /// What the other side uses to wake us.
+    wait_here: Box<dyn Notifier>,
+}
+
+impl Channel {
+    /// Publishes in the doorbell the chains our device side refused since the last call.
+    fn report_device_errors(&mut self) {
+        if let Role::CopyUser(p) | Role::ZcUser(p) = &self.role {
+            let total = p.counters.total_errors();
+            self.doorbell.bump(
+                db::DEVICE_ERRORS,
+                total.saturating_sub(self.reported_errors),
+            );
+            self.reported_errors = total;
+        }
+    }
+
+    /// Whether we send on this channel (else we receive).
+    pub fn sends(&self) -> bool {
+        matches!(self.role, Role::CopyUser(_) | Role::ZcOwner(_))
+    }
+
+    pub fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    /// The peer region's address range in this process, when we are its user.
+    pub fn peer_region(&self) -> Option<(usize, usize)> {
+        match &self.role {
+            Role::CopyUser(p) | Role::ZcUser(p) => Some(p.region_range()),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of a fast-path guest.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub sent_switch: u64,
+    pub sent_channel: u64,
+    /// Frames not sent: no room in the queue (switch or channel).
+    pub send_full: u64,
+    pub received_switch: u64,
+    pub received_channel: u64,
+    pub channels_opened: u64,
+    pub channels_revoked: u64,
+}
+
+/// A fast-path guest.
+pub struct FastpathGuest {
+    pub net: Guest,
+    pub mac: [u8; 6],
+    hooks: Option<HooksClient>,
+    views: ViewList,
+    channels: Vec<Channel>,
+    pub counts: Counts,
+    scratch: Vec<u8>,
+    refused: Vec<(u64, String)>,
+}
+
+/// The trampoline of this process: the code of eptp-views that switches views.
+pub fn trampoline() -> Trampoline {
+    let (start, len) = eptp_views::trampoline_range();
+    Trampoline {
+        start: start as u64,
+        len: len as u64,
+    }
+}
+
+/// The line a switch's fast-path manifest needs to approve this binary's trampoline:
+/// `sha256:<digest>  <program>`.
+pub fn manifest_line() -> Result<String> {
+    let d = hypervisor_hooks::verify::trampoline_digest(
+        i32::try_from(std::process::id()).unwrap_or(0),
+        trampoline(),
+    )?;
+    let prog = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    Ok(format!(
+        "sha256:{}  {prog}",
+        hypervisor_hooks::verify::hex(&d)
+    ))
+}
+
+/// For the example binaries: `--print-trampoline` prints [`manifest_line`] and exits.
+pub fn handle_print_trampoline() {
+    if std::env::args().any(|a| a == "--print-trampoline") {
+        match manifest_line() {
+            Ok(l) => {
+                println!("{l}");
+                std::process::exit(0)
+            }
+            Err(e) => {
+                eprintln!("cannot read our own trampoline: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
+}
+
+impl FastpathGuest {
+    /// Connects to the switch (and the hooks, when configured).
+    pub fn connect(cfg: &FpConfig) -> Result<FastpathGuest> {
+        let gcfg = GuestConfig {
+            name: format!("fp-{}", cfg.port),
+            mem_bytes: (usize::from(cfg.queue_size) * cfg.buf_size as usize * 2 + (1 << 20))
+                .next_multiple_of(2 << 20),
+            queue_size: cfg.queue_size,
+            buf_size: cfg.buf_size,
+            huge: cfg.huge,
+            ..GuestConfig::default()
+        };
+        let net = Guest::connect(&cfg.socket, &gcfg)?;
+        let hdr_len = net.rx.hdr_len;
+        let hooks = match &cfg.hooks {
+            Some(p) => Some(HooksClient::connect(
+                p,
+                &cfg.port,
+                cfg.mac,
+                trampoline(),
+                QueueSpec {
+                    size: cfg.queue_size,
+                    buf_size: cfg.buf_size,
+                    hdr_len,
+                },
+            )?),
+            None => None,
+        };
+        Ok(FastpathGuest {
+            net,
+            mac: cfg.mac,
+            hooks,
+            views: ViewList::new(Backend::detect())?,
+            channels: Vec::new(),
+            counts: Counts::default(),
+            scratch: Vec::with_capacity(16384),
+            refused: Vec::new(),
+        })
+    }
+
+    /// The protected-view backend in use.
+    pub fn backend(&self) -> Backend {
+        self.views.backend()
+    }
+
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// Asks for a channel to `peer` and waits (up to `timeout`) until it is open, refused or
+    /// the wait runs out.
+    pub fn open_channel(
+        &mut self,
+        peer: [u8; 6],
+        mode: Mode,
+        notify: &str,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let hooks = self
+            .hooks
+            .as_mut()
+            .ok_or_else(|| Error::Channel("no hooks socket configured".into()))?;
+        let request = hooks.open(peer, mode, notify)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(id) = self
+                .channels
+                .iter()
+                .find(|c| c.peer == peer && c.mode == mode && c.sends())
+                .map(|c| c.id)
+            {
+                return Ok(id);
+            }
+            if let Some(i) = self.refused.iter().position(|(r, _)| *r == request) {
+                let (_, reason) = self.refused.swap_remove(i);
+                return Err(Error::Channel(reason));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Channel(format!(
+                    "no answer from the hooks within {timeout:?}"
+                )));
+            }
+            let ev = self
+                .hooks
+                .as_ref()
+                .and_then(|h| h.wait_event(left.min(Duration::from_millis(50))));
+            if let Some(ev) = ev {
+                self.handle(ev)?;
+            }
+        }
+    }
+
+    /// Applies what the hooks said since the last call. Cheap when nothing happened: call it
+    /// between bursts.
+    pub fn poll_events(&mut self) -> Result<()> {
+        while let Some(ev) = self.hooks.as_ref().and_then(|h| h.try_event()) {
+            self.handle(ev)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Granted {
+                request: _,
+                channel,
+                peer,
+                mode,
+                notify,
+                layout,
+                grants,
+                region,
+                doorbell,
+            } => {
+                let doorbell = Doorbell::open(doorbell)?;
+                let pq = PeerQueue::attach(&mut self.views, channel, region, &layout, &grants)?;
+                let (role, wake, wait) = match mode {
+                    Mode::Copy => (Role::CopyUser(pq), db::WORD_TO_OWNER, db::WORD_TO_USER),
+                    Mode::ZeroCopy => (Role::ZcUser(pq), db::WORD_TO_OWNER, db::WORD_TO_USER),
+                };
+                self.add_channel(channel, peer, mode, role, doorbell, &notify, wake, wait)?;
+            }
+            Event::Opened {
+                request: _,
+                channel,
+                peer,
+                mode,
+                notify,
+                dedicated,
+            } => {
+                let doorbell = dedicated.doorbell.clone();
+                let role = match mode {
+                    Mode::Copy => Role::CopyOwner(dedicated),
+                    Mode::ZeroCopy => Role::ZcOwner(dedicated),
+                };
+                self.add_channel(
+                    channel,
+                    peer,
+                    mode,
+                    role,
+                    doorbell,
+                    &notify,
+                    db::WORD_TO_USER,
+                    db::WORD_TO_OWNER,
+                )?;
+            }
+            Event::Refused { request, reason } => self.refused.push((request, reason)),
+            Event::Revoked { channel, reason } => {
+                tracing::info!("channel {channel} revoked: {reason}; back to the switch path");
+                self.drop_channel(channel);
+            }
+            Event::Disconnected => {
+                let ids: Vec<u64> = self.channels.iter().map(|c| c.id).collect();
+                for id in ids {
+                    self.drop_channel(id);
+                }
+                self.hooks = None;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_channel(
+        &mut self,
+        id: u64,
+        peer: [u8; 6],
+        mode: Mode,
+        role: Role,
+        doorbell: Arc<Doorbell>,
+        notify: &str,
+        wake: usize,
+        wait: usize,
+    ) -> Result<()> {
+        let strategy: notify::Strategy = notify.parse()?;
+        let keep: Arc<dyn std::any::Any + Send + Sync> = doorbell.clone();
+        #[allow(unsafe_code)]
+        // SAFETY: both words are 64-byte slots of the doorbell page (offsets 64 and 128 of a
+        // page-aligned 4 KiB mapping), which `keep` keeps mapped as long as the notifiers live;
+        // both guests touch them only through the notify crate.
+        let (wake_peer, wait_here) = unsafe {
+            (
+                notify::notifier_at(strategy, doorbell.word_ptr(wake), keep.clone())?,
+                notify::notifier_at(strategy, doorbell.word_ptr(wait), keep)?,
+            )
+        };
+        self.channels.push(Channel {
+            id,
+            peer,
+            mode,
+            role,
+            doorbell,
+            reported_errors: 0,
+            more: false,
+            wake_peer,
+            wait_here,
+        });
+        self.counts.channels_opened += 1;
+        Ok(())
+    }
+
+    fn drop_channel(&mut self, id: u64) {
+        if let Some(i) = self.channels.iter().position(|c| c.id == id) {
+            let ch = self.channels.swap_remove(i);
+            match ch.role {
+                Role::CopyUser(pq) | Role::ZcUser(pq) => pq.detach(&mut self.views),
+                Role::CopyOwner(_) | Role::ZcOwner(_) => {}
+            }
+            self.counts.channels_revoked += 1;
+        }
+    }
+
+    /// The queue we dedicated for channel `id`, when we own it: for test tools that play a
+    /// misbehaving owner (a real guest has no reason to touch it).
+    pub fn dedicated_queue(&mut self, id: u64) -> Option<&mut vhost_user::driver::DriverQueue> {
+        self.channels
+            .iter_mut()
+            .find(|c| c.id == id)
+            .and_then(|c| match &mut c.role {
+                Role::CopyOwner(d) | Role::ZcOwner(d) => Some(&mut d.queue),
+                _ => None,
+            })
+    }
+
+    /// Error counters of the peer queue of channel `id`, when we are its user (its device).
+    pub fn peer_queue_counters(&self, id: u64) -> Option<Arc<vhost_user::virtq::QueueCounters>> {
+        self.channels
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| match &c.role {
+                Role::CopyUser(p) | Role::ZcUser(p) => Some(p.counters.clone()),
+                _ => None,
+            })
+    }
+
+    /// Closes a channel of ours (tells the hooks; the peer is told to stop).
+    pub fn close_channel(&mut self, id: u64) -> Result<()> {
+        if let Some(h) = &self.hooks {
+            h.close(id)?;
+        }
+        self.drop_channel(id);
+        Ok(())
+    }
+
+    /// Sends frames to `dst`: through our sending channel to it when there is one, else
+    /// through the switch. Returns how many were accepted.
+    pub fn send(&mut self, dst: [u8; 6], frames: &[&[u8]]) -> Result<usize> {
+        let views = &self.views;
+        if let Some(ch) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.peer == dst && c.sends())
+        {
+            let (n, bytes) = match &mut ch.role {
+                Role::CopyUser(pq) => pq.with(views, |q| {
+                    let mut n = 0;
+                    let mut bytes = 0;
+                    for f in frames {
+                        if q.enqueue(Source::Bytes(f)).is_err() {
+                            break;
+                        }
+                        n += 1;
+                        bytes += f.len() as u64;
+                    }
+                    q.flush();
+                    (n, bytes)
+                })?,
+                Role::ZcOwner(d) => {
+                    d.queue.reclaim();
+                    let mut n = 0;
+                    let mut bytes = 0;
+                    for f in frames {
+                        if !d.queue.push_tx(f) {
+                            break;
+                        }
+                        n += 1;
+                        bytes += f.len() as u64;
+                    }
+                    d.queue.publish();
+                    (n, bytes)
+                }
+                _ => (0, 0),
+            };
+            let dropped = (frames.len() - n) as u64;
+            ch.report_device_errors();
+            ch.doorbell.bump(db::SENT_PACKETS, n as u64);
+            ch.doorbell.bump(db::SENT_BYTES, bytes);
+            ch.doorbell.bump(db::SENDER_DROPS, dropped);
+            if n > 0 {
+                ch.wake_peer.notify();
+            }
+            self.counts.sent_channel += n as u64;
+            self.counts.send_full += dropped;
+            return Ok(n);
+        }
+        self.net.tx.reclaim();
+        let mut n = 0;
+        for f in frames {
+            if !self.net.tx.push_tx(f) {
+                break;
+            }
+            n += 1;
+        }
+        self.net.tx.publish();
+        self.counts.sent_switch += n as u64;
+        self.counts.send_full += (frames.len() - n) as u64;
+        Ok(n)
+    }
+
+    /// Receives up to `max` frames from the switch and from every receiving channel, calling
+    /// `f` with each. Returns how many.
+    pub fn recv(&mut self, max: usize, mut f: impl FnMut(Rx<'_>)) -> Result<usize> {
+        let mut total = self
+            .net
+            .rx
+            .recv(max, &mut self.scratch, |b| f(Rx::Bytes(b)));
+        self.counts.received_switch += total as u64;
+        let views = &self.views;
+        for ch in self.channels.iter_mut() {
+            let left = max.saturating_sub(total);
+            if left == 0 {
+                break;
+            }
+            let (n, bytes) = match &mut ch.role {
+                Role::CopyOwner(d) => {
+                    let mut bytes = 0u64;
+                    let n = d.queue.recv(left, &mut self.scratch, |b| {
+                        bytes += b.len() as u64;
+                        f(Rx::Bytes(b))
+                    });
+                    (n, bytes)
+                }
+                Role::ZcUser(pq) => {
+                    // The peer's ring is out of reach outside the view, and entering costs
+                    // protection changes: enter only when the sender has said there is work
+                    // (its notify after each publish), or when the last visit left some.
+                    if !ch.more && !ch.wait_here.wait(Some(Duration::ZERO)).is_notified() {
+                        continue;
+                    }
+                    let (n, bytes, more) = pq.with(views, |q| {
+                        let hdr = q.features().hdr_len;
+                        let (mut n, mut bytes) = (0, 0u64);
+                        // Drain what is there, up to `left`, in one visit.
+                        loop {
+                            let k = q.pop_tx_burst();
+                            for c in q.burst() {
+                                bytes += c.len().saturating_sub(hdr) as u64;
+                                f(Rx::InPlace(c, hdr));
+                            }
+                            q.complete_burst();
+                            n += k;
+                            if k < vhost_user::virtq::BURST || n >= left {
+                                break (n, bytes, k == vhost_user::virtq::BURST);
+                            }
+                        }
+                    })?;
+                    ch.more = more;
+                    (n, bytes)
+                }
+                _ => (0, 0),
+            };
+            ch.doorbell.bump(db::RECEIVED_PACKETS, n as u64);
+            ch.doorbell.bump(db::RECEIVED_BYTES, bytes);
+            ch.report_device_errors();
+            total += n;
+            self.counts.received_channel += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Sleeps until a receiving channel is notified or `timeout` passes (for receivers that do
+    /// not want to burn a core; the switch path is polled, so keep timeouts short when it
+    /// matters).
+    pub fn wait(&self, timeout: Duration) {
+        match self.channels.iter().find(|c| !c.sends()) {
+            Some(ch) => {
+                ch.wait_here.wait(Some(timeout));
+            }
+            None => std::thread::sleep(timeout.min(Duration::from_micros(100))),
+        }
+    }
+}
+pub mod cli;

@@ -33,6 +33,7 @@ const DEDICATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE: u64 = 4096;
+const HUGE_PAGE: u64 = 2 << 20;
 
 /// What the authority needs to know about a switch port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,10 +520,11 @@ impl Authority {
         };
         let report = verify::verify(user_pid, user_tramp, &self.inner.manifest)?;
         tracing::debug!(
-            "fast path: {user}'s trampoline verified ({} mappings, {} bytes, {} XRSTOR sites in system libraries)",
+            "fast path: {user}'s trampoline verified ({} mappings, {} bytes, {} PKRU-changing instructions in system libraries, {} unintended byte patterns)",
             report.mappings,
             report.bytes,
-            report.library_xrstor
+            report.library_sites,
+            report.unintended
         );
         let owner_peer_mac = if owner == me {
             peer_mac.to_owned()
@@ -566,7 +568,7 @@ impl Authority {
             }
         };
         let (region, bell) = check_dedication(&ded, mode)?;
-        let doorbell = Mapping::map_shared(&bell, doorbell::LEN as usize)
+        let doorbell = Mapping::map_shared(&bell, usize::try_from(doorbell::LEN).unwrap_or(4096))
             .map_err(|e| Error::Refused(format!("mapping the doorbell: {e}")))?;
         let id = self.next_id();
         let user_w = self
@@ -630,7 +632,7 @@ fn check_dedication(d: &Dedication, mode: Mode) -> Result<(OwnedFd, OwnedFd)> {
             .unwrap_or(0)
     };
     let l = &d.layout;
-    if size(&d.fds[0]) < l.region_len || l.region_len == 0 || l.region_len % PAGE != 0 {
+    if size(&d.fds[0]) < l.region_len || l.region_len == 0 || !l.region_len.is_multiple_of(PAGE) {
         return bad("region file shorter than the layout says, or not whole pages".into());
     }
     if d.doorbell_len != doorbell::LEN || size(&d.fds[1]) < doorbell::LEN {
@@ -651,25 +653,32 @@ fn check_dedication(d: &Dedication, mode: Mode) -> Result<(OwnedFd, OwnedFd)> {
     if !(inside(l.desc, 16 * n) && inside(l.avail, 6 + 2 * n) && inside(l.used, 6 + 8 * n)) {
         return bad("rings outside the region".into());
     }
-    let mut writable = 0u64;
     for g in &d.grants {
         let end = g.offset.checked_add(g.len);
-        if g.offset % PAGE != 0
-            || g.len % PAGE != 0
+        if !g.offset.is_multiple_of(PAGE)
+            || !g.len.is_multiple_of(PAGE)
             || g.len == 0
             || end.is_none_or(|e| e > l.region_len)
         {
             return bad(format!("grant {g:?} not whole pages inside the region"));
         }
-        if g.perm == crate::proto::Perm::ReadWrite {
-            writable += g.len;
-        }
     }
-    // Zero-copy: the user reads frames in place and writes only the used ring (and its page).
+    // Zero-copy: the user reads frames in place and writes only the used ring: a writable grant
+    // must hold the used ring, be no larger than the ring on the region's pages (2 MiB pages at
+    // most), and leave the descriptors and avail ring read-only.
     if mode == Mode::ZeroCopy {
-        let used_pages = (6 + 8 * n).div_ceil(PAGE) * PAGE + PAGE;
-        if writable > used_pages {
-            return bad("a zero-copy user may write only the used ring".into());
+        let used_off = l.used - l.uva_base;
+        let ring_span = (6 + 8 * n).div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let (desc_off, avail_off) = (l.desc - l.uva_base, l.avail - l.uva_base);
+        for g in d
+            .grants
+            .iter()
+            .filter(|g| g.perm == crate::proto::Perm::ReadWrite)
+        {
+            let covers = |off: u64| (g.offset..g.offset + g.len).contains(&off);
+            if !covers(used_off) || g.len > ring_span || covers(desc_off) || covers(avail_off) {
+                return bad("a zero-copy user may write only the used ring".into());
+            }
         }
     }
     let mut fds = d.fds.iter();

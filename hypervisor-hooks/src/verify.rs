@@ -5,6 +5,14 @@
 //!
 //! The guest's memory is read with `process_vm_readv` using the pid the kernel reports for the
 //! hooks connection (SO_PEERCRED), never a pid the guest claims.
+//!
+//! Byte patterns are found two ways. A raw scan finds every occurrence; a linear-sweep decode
+//! of the mapping tells which of them are instructions (refused outside the trampoline) and which
+//! lie across the boundary of two other instructions (e.g. `rol $0xf,%r10d; add %ebp,%edi`
+//! encodes `... 0f 01 ef ...`). Those unintended occurrences are counted and reported, not
+//! refused: ordinary compiled code is full of them (SHA-256 rotations produce one), and removing
+//! them takes binary rewriting as in ERIM — a guest that hijacks its own control flow could jump
+//! into one. That residual risk is stated, not hidden.
 
 use std::collections::BTreeSet;
 use std::io::IoSliceMut;
@@ -155,8 +163,32 @@ pub struct Report {
     /// Mappings scanned and bytes read.
     pub mappings: usize,
     pub bytes: u64,
-    /// XRSTOR sites in shared system libraries (allowed, listed for the operator).
-    pub library_xrstor: usize,
+    /// PKRU-changing instructions in shared system libraries (allowed, counted): glibc has
+    /// `pkey_set` (WRPKRU) and the dynamic loader saves state with XRSTOR.
+    pub library_sites: usize,
+    /// Pattern bytes that are not instructions (they straddle two others): allowed, counted.
+    pub unintended: usize,
+}
+
+/// Offsets in `code` (loaded at `ip`) where a linear-sweep decode finds an instruction that can
+/// change PKRU: WRPKRU, XRSTOR, XRSTOR64, XRSTORS, XRSTORS64.
+pub fn pkru_instructions(code: &[u8], ip: u64) -> Vec<(usize, Pattern)> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while d.can_decode() {
+        let pos = d.position();
+        let i = d.decode();
+        let p = match i.mnemonic() {
+            Mnemonic::Wrpkru => Pattern::Wrpkru,
+            Mnemonic::Xrstor | Mnemonic::Xrstor64 | Mnemonic::Xrstors | Mnemonic::Xrstors64 => {
+                Pattern::Xrstor
+            }
+            _ => continue,
+        };
+        out.push((pos, p));
+    }
+    out
 }
 
 fn read_remote(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>> {
@@ -212,9 +244,6 @@ pub fn verify(pid: i32, tramp: Trampoline, manifest: &Manifest) -> Result<Report
         .ok_or_else(|| Error::Verify("trampoline range overflows".into()))?;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|e| Error::Verify(format!("cannot read /proc/{pid}/maps: {e}")))?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mappings = executable_mappings(&maps);
     if !mappings
         .iter()
@@ -238,7 +267,8 @@ pub fn verify(pid: i32, tramp: Trampoline, manifest: &Manifest) -> Result<Report
         digest: d,
         mappings: 0,
         bytes: 0,
-        library_xrstor: 0,
+        library_sites: 0,
+        unintended: 0,
     };
     for m in &mappings {
         // The vsyscall page cannot be read and holds no guest code.
@@ -249,31 +279,50 @@ pub fn verify(pid: i32, tramp: Trampoline, manifest: &Manifest) -> Result<Report
         let bytes = read_remote(pid, m.start, len)?;
         report.mappings += 1;
         report.bytes += len as u64;
-        for (off, pat) in scan(&bytes) {
+        let raw = scan(&bytes);
+        if raw.is_empty() {
+            continue;
+        }
+        let decoded = pkru_instructions(&bytes, m.start);
+        // A decoded instruction starts at most a few prefix bytes before its 0F opcode.
+        report.unintended += raw
+            .iter()
+            .filter(|(o, _)| !decoded.iter().any(|(d, _)| (*d..*d + 5).contains(o)))
+            .count();
+        let system = is_system_library(&m.path);
+        for (off, pat) in decoded {
             let addr = m.start + off as u64;
             if (tramp.start..tramp_end).contains(&addr) {
                 continue;
             }
-            match pat {
-                Pattern::Wrpkru => {
-                    return Err(Error::Verify(format!(
-                        "WRPKRU at {addr:#x} in {} outside the trampoline",
-                        display_path(&m.path)
-                    )))
-                }
-                Pattern::Xrstor if m.path == exe || m.path.is_empty() => {
-                    return Err(Error::Verify(format!(
-                        "XRSTOR at {addr:#x} in {} outside the trampoline",
-                        display_path(&m.path)
-                    )))
-                }
-                // The dynamic loader saves and restores extended state with XRSTOR: a shared
-                // system library, not the guest's code. Counted for the operator.
-                Pattern::Xrstor => report.library_xrstor += 1,
+            if system {
+                report.library_sites += 1;
+                continue;
             }
+            let what = match pat {
+                Pattern::Wrpkru => "WRPKRU",
+                Pattern::Xrstor => "XRSTOR",
+            };
+            return Err(Error::Verify(format!(
+                "{what} at {addr:#x} in {} outside the trampoline",
+                display_path(&m.path)
+            )));
         }
     }
     Ok(report)
+}
+
+/// A distribution library the guest cannot have written: under the system library directories,
+/// owned by root, writable by nobody else. Its PKRU-changing instructions are the system's
+/// (glibc's `pkey_set`, the loader's XRSTOR), not the guest's; the guest's own executable,
+/// anonymous executable memory and any file it could write are held to the rule.
+fn is_system_library(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const DIRS: [&str; 4] = ["/usr/lib/", "/lib/", "/usr/lib64/", "/lib64/"];
+    if !DIRS.iter().any(|d| path.starts_with(d)) || path.contains("/../") {
+        return false;
+    }
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
 fn display_path(p: &str) -> &str {
@@ -304,6 +353,20 @@ mod tests {
                 (8, Pattern::Xrstor),
                 (11, Pattern::Xrstor)
             ]
+        );
+    }
+
+    #[test]
+    fn decode_tells_instructions_from_straddling_bytes() {
+        // rol $0xf,%r10d ; add %ebp,%edi  — bytes 0f 01 ef across the two.
+        let straddle = [0x41, 0xc1, 0xc2, 0x0f, 0x01, 0xef];
+        assert_eq!(scan(&straddle), vec![(3, Pattern::Wrpkru)]);
+        assert!(pkru_instructions(&straddle, 0x1000).is_empty());
+        // nop ; wrpkru ; xrstor64 [rdi]
+        let real = [0x90, 0x0f, 0x01, 0xef, 0x48, 0x0f, 0xae, 0x2f];
+        assert_eq!(
+            pkru_instructions(&real, 0x1000),
+            vec![(1, Pattern::Wrpkru), (4, Pattern::Xrstor)]
         );
     }
 

@@ -137,6 +137,27 @@ pub struct DriverErrors {
     pub bad_rx_header: u64,
 }
 
+/// Where a queue's areas go in its memory: alignment of each, and whether the used ring comes
+/// first. The default packs them on 4 KiB pages in the order descriptors, avail, used, buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Areas {
+    pub rings_align: usize,
+    pub used_align: usize,
+    pub buffers_align: usize,
+    pub used_first: bool,
+}
+
+impl Default for Areas {
+    fn default() -> Self {
+        Areas {
+            rings_align: 4096,
+            used_align: 4096,
+            buffers_align: 4096,
+            used_first: false,
+        }
+    }
+}
+
 /// The driver side of one split queue with one fixed-size buffer per descriptor.
 pub struct DriverQueue {
     ring: RawRing,
@@ -163,12 +184,32 @@ impl DriverQueue {
     ///
     /// The queue points into `mem`'s mapping: keep `mem` alive as long as the queue.
     pub fn new(mem: &mut DriverMemory, size: u16, buf_size: u32, hdr_len: usize) -> Result<Self> {
+        DriverQueue::with_areas(mem, size, buf_size, hdr_len, Areas::default())
+    }
+
+    /// Like [`DriverQueue::new`], placing the areas as `areas` says (a dedicated fast-path
+    /// queue puts the parts a peer gets different rights to on different pages).
+    pub fn with_areas(
+        mem: &mut DriverMemory,
+        size: u16,
+        buf_size: u32,
+        hdr_len: usize,
+        areas: Areas,
+    ) -> Result<Self> {
         crate::ring::check_layout(size, 0, 0, 0).map_err(Error::Invalid)?;
-        let (desc, desc_gpa) = mem.alloc(desc_table_bytes(size), 4096)?;
+        let mut used_at = None;
+        if areas.used_first {
+            used_at = Some(mem.alloc(used_ring_bytes(size), areas.used_align)?);
+        }
+        let (desc, desc_gpa) = mem.alloc(desc_table_bytes(size), areas.rings_align)?;
         let (avail, avail_gpa) = mem.alloc(avail_ring_bytes(size), 4096)?;
-        let (used, used_gpa) = mem.alloc(used_ring_bytes(size), 4096)?;
+        let (used, used_gpa) = match used_at {
+            Some(u) => u,
+            None => mem.alloc(used_ring_bytes(size), areas.used_align)?,
+        };
         // Buffers on pages of their own, so a view can grant them apart from the rings.
-        let (bufs, buf_gpa) = mem.alloc(usize::from(size) * buf_size as usize, 4096)?;
+        let (bufs, buf_gpa) =
+            mem.alloc(usize::from(size) * buf_size as usize, areas.buffers_align)?;
         // SAFETY: the three areas were just allocated in `mem`'s live mapping with exactly the
         // sizes RawRing needs and page alignment; the caller keeps `mem` alive.
         let ring = unsafe { RawRing::new(desc, avail, used, size) };

@@ -173,6 +173,8 @@ pub struct Config {
     pub ports: Vec<PortSpec>,
     /// One PMD thread per entry, pinned to that core. Never empty.
     pub pmd_cores: Vec<usize>,
+    /// Longest nap of an idle PMD thread, microseconds (0: poll without pause).
+    pub pmd_sleep_max_us: u32,
     /// Control socket to listen on; `None`: no control socket.
     pub ctl: Option<PathBuf>,
     pub mac_aging_secs: u32,
@@ -285,6 +287,17 @@ struct Cli {
     /// Default: one PMD thread pinned to the last core this process may run on.
     #[arg(long = "pmd-cores", value_name = "LIST")]
     pmd_cores: Option<String>,
+
+    /// Let an idle poll thread nap, up to USECS microseconds at a time (0..=10000; default 0:
+    /// poll continuously, lowest latency). After 1 ms without packets it sleeps 10 us, then
+    /// doubles up to USECS, so an idle switch leaves its cores to other work; the first packet
+    /// after a pause waits at most one nap. Like Open vSwitch's pmd-sleep-max.
+    #[arg(
+        long = "pmd-sleep-max",
+        value_name = "USECS",
+        allow_hyphen_values = true
+    )]
+    pmd_sleep_max: Option<String>,
 
     /// Listen for `vswitchctl` on this unix socket. Default: no control socket.
     #[arg(long, value_name = "SOCKETPATH")]
@@ -468,6 +481,19 @@ fn build(
         port.validate()?;
     }
 
+    let pmd_sleep_max_us = match &cli.pmd_sleep_max {
+        None => 0,
+        Some(t) => match t.trim().parse::<u32>() {
+            Ok(v) if v <= 10_000 => v,
+            _ => {
+                return Err(ConfigError::BadArgument {
+                    option: "--pmd-sleep-max",
+                    value: t.clone(),
+                    expected: "microseconds, 0..=10000",
+                })
+            }
+        },
+    };
     let hooks = cli.hooks.or(file.hooks);
     let fastpath_manifest = cli.fastpath_manifest.or(file.fastpath_manifest);
     if let Some(h) = &hooks {
@@ -564,6 +590,7 @@ fn build(
         mac_aging_secs,
         log,
         config_file,
+        pmd_sleep_max_us,
         hooks,
         fastpath_manifest,
     })

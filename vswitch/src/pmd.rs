@@ -64,12 +64,18 @@ pub struct PmdHandle {
 
 impl PmdHandle {
     /// Starts poll thread `id`, pinned to `core` when given.
-    pub fn start(id: usize, core: Option<usize>, shared: Arc<Shared>) -> std::io::Result<Self> {
+    pub fn start(
+        id: usize,
+        core: Option<usize>,
+        sleep_max_us: u64,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Self> {
         let counters = Arc::new(PmdCounters::default());
         let commands = Arc::new(ArrayQueue::new(64));
         let rx_queues = Arc::new(Mutex::new(Vec::new()));
         let mut pmd = Pmd {
             id,
+            sleep_max_us,
             commands: commands.clone(),
             counters: counters.clone(),
             rx_queues: rx_queues.clone(),
@@ -118,12 +124,13 @@ impl PmdHandle {
 
 /// Destination of a frame within a burst.
 const FLOOD: u16 = u16::MAX;
-const BACKOFF_PAUSES: u32 = 8;
 const DROPPED: u16 = u16::MAX - 1;
 const DONE: u16 = u16::MAX - 2;
 
 struct Pmd {
     id: usize,
+    /// Longest nap when idle, in microseconds (0: never sleep).
+    sleep_max_us: u64,
     commands: Arc<ArrayQueue<Command>>,
     counters: Arc<PmdCounters>,
     rx_queues: Arc<Mutex<Vec<String>>>,
@@ -149,6 +156,9 @@ impl Pmd {
         let mut busy = 0u64;
         let mut idle = 0u64;
         let mut iterations = 0u64;
+        let mut last_work = notify::tsc::now();
+        let idle_before_nap = notify::tsc::hz() / 1000;
+        let mut nap = 0u64;
         while !self.fwd.shared.stop.load(Ordering::Relaxed) {
             if let Some(cmd) = self.commands.pop() {
                 self.apply(cmd);
@@ -158,14 +168,21 @@ impl Pmd {
             for (port, slot) in &self.polls {
                 n += self.fwd.poll(port, *slot);
             }
-            let dt = notify::tsc::now().wrapping_sub(t0);
+            let t1 = notify::tsc::now();
+            let dt = t1.wrapping_sub(t0);
             if n > 0 {
                 packets += n as u64;
                 busy += dt;
+                last_work = t1;
+                nap = 0;
             } else {
                 idle += dt;
-                for _ in 0..BACKOFF_PAUSES {
-                    std::hint::spin_loop();
+                // Like Open vSwitch's pmd-sleep-max: after a millisecond without work, nap,
+                // longer each time up to the configured maximum, so an idle switch leaves the
+                // core to others; the first packets after a pause wait at most one nap.
+                if self.sleep_max_us > 0 && t1.wrapping_sub(last_work) > idle_before_nap {
+                    nap = (nap * 2).clamp(10, self.sleep_max_us);
+                    std::thread::sleep(std::time::Duration::from_micros(nap));
                 }
             }
             iterations += 1;

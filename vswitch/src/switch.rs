@@ -74,7 +74,14 @@ impl Switch {
             .pmd_cores
             .iter()
             .enumerate()
-            .map(|(i, &core)| PmdHandle::start(i, Some(core), shared.clone()))
+            .map(|(i, &core)| {
+                PmdHandle::start(
+                    i,
+                    Some(core),
+                    u64::from(cfg.pmd_sleep_max_us),
+                    shared.clone(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("starting poll threads: {e}"))?;
         // Calibrate now, not on the first `pmd-stats`.

@@ -426,6 +426,36 @@ fn render_pmd_stats(reply: &PmdStatsReply) -> String {
     out
 }
 
+fn render_channels(r: &ChannelsReply) -> String {
+    if !r.enabled {
+        return "the fast path is off (start the switch with --hooks and --fastpath-manifest)\n"
+            .to_owned();
+    }
+    if r.channels.is_empty() {
+        return "no fast-path channels\n".to_owned();
+    }
+    let mut out = String::new();
+    for c in &r.channels {
+        let _ = writeln!(
+            out,
+            "channel {} ({}, notify {}): owner {} -> user {}, {} s\n  sent {} packets {} bytes, {} not sent (queue full)\n  received {} packets {} bytes, {} refused descriptor chains",
+            c.id,
+            c.mode,
+            c.notify,
+            c.owner,
+            c.user,
+            c.age_secs,
+            c.sent_packets,
+            c.sent_bytes,
+            c.sender_drops,
+            c.received_packets,
+            c.received_bytes,
+            c.device_errors
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,34 +797,4 @@ mod tests {
         assert!(render_pmd_stats(&PmdStatsReply::default()).contains("no pmd threads"));
         assert!(render_fdb(&FdbReply::default()).contains("0 entries"));
     }
-}
-
-fn render_channels(r: &ChannelsReply) -> String {
-    if !r.enabled {
-        return "the fast path is off (start the switch with --hooks and --fastpath-manifest)\n"
-            .to_owned();
-    }
-    if r.channels.is_empty() {
-        return "no fast-path channels\n".to_owned();
-    }
-    let mut out = String::new();
-    for c in &r.channels {
-        let _ = writeln!(
-            out,
-            "channel {} ({}, notify {}): owner {} -> user {}, {} s\n  sent {} packets {} bytes, {} not sent (queue full)\n  received {} packets {} bytes, {} refused descriptor chains",
-            c.id,
-            c.mode,
-            c.notify,
-            c.owner,
-            c.user,
-            c.age_secs,
-            c.sent_packets,
-            c.sent_bytes,
-            c.sender_drops,
-            c.received_packets,
-            c.received_bytes,
-            c.device_errors
-        );
-    }
-    out
 }
