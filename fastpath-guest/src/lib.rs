@@ -452,6 +452,14 @@ impl FastpathGuest {
             })
     }
 
+    /// Tells the peer of channel `id` there is work (what [`FastpathGuest::send`] does after
+    /// each burst), for test tools that publish by hand.
+    pub fn notify_peer(&self, id: u64) {
+        if let Some(c) = self.channels.iter().find(|c| c.id == id) {
+            c.wake_peer.notify();
+        }
+    }
+
     /// Error counters of the peer queue of channel `id`, when we are its user (its device).
     pub fn peer_queue_counters(&self, id: u64) -> Option<Arc<vhost_user::virtq::QueueCounters>> {
         self.channels

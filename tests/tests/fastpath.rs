@@ -54,7 +54,7 @@ fn start_switch(test: &str) -> Switch {
         .arg(&m)
         .arg("--ctl")
         .arg(&ctl)
-        .args(["--pmd-cores", "1"]);
+        .args(["--pmd-cores", "1", "--pmd-sleep-max", "1000"]);
     let proc = Process::spawn("vswitch", &mut cmd, &dir.join("vswitch.log"))
         .expect("start vswitch")
         .with_graceful_stop("TERM", Duration::from_secs(5));

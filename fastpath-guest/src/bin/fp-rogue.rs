@@ -177,6 +177,7 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
             }
         }
         q.publish();
+        g.notify_peer(channel);
         rounds += 1;
         std::thread::sleep(Duration::from_millis(2));
     }
