@@ -13,7 +13,7 @@ use crate::pin::Cores;
 use crate::plot;
 use crate::report;
 use crate::runner::{self, Plan, Rfc2544Plan};
-use crate::scenario::{self, Env, Status, REGISTRY};
+use crate::scenario::{self, Env, REGISTRY};
 
 const ABOUT: &str = "Line-rate benchmark of the NFV dataplane: the switch, the shared-memory \
 limit and the per-packet transition baselines, against 10GbE and 40GbE line rate.";
@@ -61,13 +61,16 @@ pub enum Cmd {
     /// (bench/loop_bench.sh), with ratios. Needs root; missing peers are reported.
     #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
-    /// Lists the scenarios and whether this build and machine can run them.
+    /// Lists the scenarios.
     List,
+    /// One fast-path guest of the fastpath-* scenarios, driven by them over stdin/stdout.
+    #[command(hide = true)]
+    FastpathPeer(crate::peer::PeerArgs),
 }
 
 const RUN_HELP: &str = "\
-SCENARIOS: switch, ring-limit, syscall, kvm-exit, mprotect-view, or all. fastpath-copy and
-fastpath-zerocopy are refused until the fast path (issue 3) lands.
+SCENARIOS: switch, fastpath-copy, fastpath-zerocopy, ring-limit, syscall, kvm-exit,
+mprotect-view, or all.
 
 JSON (--json): an array, one object per (scenario, size), with scenario, frame_size, mpps, gbps,
 line_rate_10g_pct, line_rate_40g_pct, cycles_per_packet, loss_ratio, latency_ns {p50, p99, p999}
@@ -297,6 +300,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Run(a) => run(a),
         Cmd::Rfc2544(a) => rfc(a),
         Cmd::Compare(a) => cmp(a),
+        Cmd::FastpathPeer(a) => crate::peer::main(a).map(|()| ExitCode::SUCCESS),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
@@ -306,11 +310,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 
 fn list() {
     for e in REGISTRY {
-        let status = match e.status {
-            Status::Ready(_) => "ready".to_owned(),
-            Status::NotLanded(why) => format!("not available yet: {why}"),
-        };
-        println!("{:<18} {status}\n    {}", e.name, e.summary);
+        println!("{:<18}\n    {}", e.name, e.summary);
     }
 }
 
@@ -349,7 +349,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         warmup: secs(a.warmup, "--warmup")?,
         rate_pps: None,
     };
-    let entries: Vec<_> = REGISTRY.iter().filter(|e| e.is_ready()).collect();
+    let entries: Vec<_> = REGISTRY.iter().collect();
     eprintln!(
         "[bench] demo: {} scenarios at 64 B, {:.1} s each after {:.1} s warm-up; generator on \
          core {}, peer on core {}. Line rate at 64 B: {:.2} Mpps (10GbE), {:.2} Mpps (40GbE).",
@@ -361,13 +361,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         line_rate_pps(LINK_10G_BPS, 64) / 1e6,
         line_rate_pps(LINK_40G_BPS, 64) / 1e6,
     );
-    let mut out = runner::run_matrix(&entries, &[64], &plan, &env);
-    for e in REGISTRY {
-        if let Status::NotLanded(why) = e.status {
-            out.notes
-                .push(format!("{}: not available yet: {why}", e.name));
-        }
-    }
+    let out = runner::run_matrix(&entries, &[64], &plan, &env);
     print!("{}", report::table(&out.rows, &out.notes));
     outputs(&out.rows, a.json.as_ref(), None)?;
     eprintln!(
@@ -507,19 +501,6 @@ mod tests {
         assert_eq!(r.scenario, ["switch", "ring-limit"]);
         assert_eq!(r.size, [64, 1518]);
         assert_eq!(r.common.cores, [1, 0]);
-    }
-
-    #[test]
-    fn test_fastpath_scenario_is_rejected_with_the_reason() {
-        let c = Cli::try_parse_from(["bench", "run", "--scenario", "fastpath-copy"]).unwrap();
-        let Cmd::Run(r) = c.command else {
-            panic!("not run")
-        };
-        let e = run(r).expect_err("rejected").to_string();
-        assert_eq!(
-            e,
-            "scenario `fastpath-copy` is not available yet: the fast path (issue 3) has not landed"
-        );
     }
 
     #[test]

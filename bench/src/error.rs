@@ -6,12 +6,6 @@ use std::path::PathBuf;
 /// Everything that stops a benchmark command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A scenario of the design whose code has not landed yet.
-    #[error("scenario `{scenario}` is not available yet: {reason}")]
-    NotLanded {
-        scenario: String,
-        reason: &'static str,
-    },
     #[error("unknown scenario `{name}` (known: {known}; `bench list` describes them)")]
     UnknownScenario { name: String, known: String },
     /// The scenario exists but this machine cannot run it (e.g. no /dev/kvm). Never faked.

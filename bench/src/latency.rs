@@ -45,6 +45,21 @@ impl Latency {
         self.hist.saturating_record(d);
     }
 
+    /// The recorded values as (TSC cycles, count) pairs: how a latency crosses a process.
+    pub fn to_pairs(&self) -> Vec<(u64, u64)> {
+        self.hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Adds values given as (TSC cycles, count) pairs.
+    pub fn add_pairs(&mut self, pairs: &[(u64, u64)]) {
+        for &(v, n) in pairs {
+            let _ = self.hist.record_n(v.clamp(1, MAX_CYCLES), n);
+        }
+    }
+
     /// Packets recorded.
     pub fn samples(&self) -> u64 {
         self.hist.len()

@@ -21,6 +21,7 @@ pub mod linerate;
 pub mod num;
 pub mod pacing;
 pub mod packet;
+pub mod peer;
 pub mod pin;
 pub mod plot;
 pub mod progress;

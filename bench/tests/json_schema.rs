@@ -64,22 +64,6 @@ fn every_scenario_but_the_switch_writes_consistent_json() {
 }
 
 #[test]
-fn test_fastpath_scenario_is_refused_until_it_lands() {
-    for s in ["fastpath-copy", "fastpath-zerocopy"] {
-        let o = bench(&["run", "--scenario", s, "--size", "64"]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(
-            err.contains(&format!(
-                "scenario `{s}` is not available yet: the fast path (issue 3) has not landed"
-            )),
-            "{}",
-            text(&o)
-        );
-    }
-}
-
-#[test]
 fn test_bad_frame_size_and_unknown_scenario() {
     let o = bench(&["run", "--scenario", "syscall", "--size", "32"]);
     assert_eq!(o.status.code(), Some(2));

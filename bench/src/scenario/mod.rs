@@ -1,9 +1,7 @@
 //! The scenarios and their registry: what a scenario is (something that runs a timed trial at a
 //! frame size and an optional rate, and says what it measured), and the list of them.
 //!
-//! Adding a scenario is one module with an `open` function and one line in [`REGISTRY`]. The
-//! fast-path scenarios are listed already, marked as not landed: the CLI names them and refuses
-//! them with the reason, and nothing pretends to measure them.
+//! Adding a scenario is one module with an `open` function and one line in [`REGISTRY`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,14 +11,12 @@ use crate::latency::Latency;
 use crate::pin::Cores;
 
 pub mod baseline;
+pub mod fastpath;
 pub mod kvm_exit;
 pub mod mprotect_view;
 pub mod ring_limit;
 pub mod switch;
 pub mod syscall;
-
-/// Why the fast-path scenarios cannot run in this build.
-pub const FASTPATH_NOT_LANDED: &str = "the fast path (issue 3) has not landed";
 
 /// What one trial asks for.
 #[derive(Debug, Clone, Copy)]
@@ -98,35 +94,17 @@ pub trait Scenario {
 /// Sets a scenario up; `Error::Unavailable` when the machine lacks what it needs.
 pub type Open = fn(&Env) -> Result<Box<dyn Scenario>>;
 
-/// Whether a scenario can run in this build.
-#[derive(Clone, Copy)]
-pub enum Status {
-    Ready(Open),
-    /// Part of the design, its code not merged yet: the reason.
-    NotLanded(&'static str),
-}
-
 /// One line of the registry.
 pub struct Entry {
     pub name: &'static str,
     pub summary: &'static str,
-    pub status: Status,
+    pub open: Open,
 }
 
 impl Entry {
-    pub fn is_ready(&self) -> bool {
-        matches!(self.status, Status::Ready(_))
-    }
-
     /// Sets the scenario up.
     pub fn open(&self, env: &Env) -> Result<Box<dyn Scenario>> {
-        match self.status {
-            Status::Ready(open) => open(env),
-            Status::NotLanded(reason) => Err(Error::NotLanded {
-                scenario: self.name.to_owned(),
-                reason,
-            }),
-        }
+        (self.open)(env)
     }
 }
 
@@ -136,39 +114,39 @@ pub const REGISTRY: &[Entry] = &[
         name: "switch",
         summary: "guest -> vswitch -> guest: two built-in virtio-net guests on one thread, the \
                   switch's poll thread on the other core",
-        status: Status::Ready(switch::open),
+        open: switch::open,
     },
     Entry {
         name: "fastpath-copy",
         summary: "guest -> guest through the fast path, copying into the peer's buffers",
-        status: Status::NotLanded(FASTPATH_NOT_LANDED),
+        open: fastpath::open_copy,
     },
     Entry {
         name: "fastpath-zerocopy",
         summary: "guest -> guest through the fast path, the peer's view maps the source buffers",
-        status: Status::NotLanded(FASTPATH_NOT_LANDED),
+        open: fastpath::open_zerocopy,
     },
     Entry {
         name: "ring-limit",
         summary: "a bare shared-memory SPSC ring between two cores (memfd mapped twice): the \
                   physical limit of this machine",
-        status: Status::Ready(ring_limit::open),
+        open: ring_limit::open,
     },
     Entry {
         name: "syscall",
         summary: "one system call (getppid) and a packet copy per packet",
-        status: Status::Ready(syscall::open),
+        open: syscall::open,
     },
     Entry {
         name: "kvm-exit",
         summary: "one KVM exit per packet: a minimal real-mode guest executing `out` in a loop",
-        status: Status::Ready(kvm_exit::open),
+        open: kvm_exit::open,
     },
     Entry {
         name: "mprotect-view",
         summary: "enter and leave a protected view with two mprotect calls per packet around \
                   the packet copy (the fast path's fallback where PKU is missing)",
-        status: Status::Ready(mprotect_view::open),
+        open: mprotect_view::open,
     },
 ];
 
@@ -180,22 +158,15 @@ fn known() -> String {
         .join(", ")
 }
 
-/// The registry entry named `name`, if it exists and has landed.
+/// The registry entry named `name`.
 pub fn find(name: &str) -> Result<&'static Entry> {
-    let e = REGISTRY
+    REGISTRY
         .iter()
         .find(|e| e.name == name)
         .ok_or_else(|| Error::UnknownScenario {
             name: name.to_owned(),
             known: known(),
-        })?;
-    match e.status {
-        Status::Ready(_) => Ok(e),
-        Status::NotLanded(reason) => Err(Error::NotLanded {
-            scenario: e.name.to_owned(),
-            reason,
-        }),
-    }
+        })
 }
 
 /// Resolves a `--scenario` list: names, or `all` (every scenario that has landed). Duplicates
@@ -204,7 +175,7 @@ pub fn resolve(names: &[String]) -> Result<Vec<&'static Entry>> {
     let mut out: Vec<&'static Entry> = Vec::new();
     for n in names {
         let add: Vec<&'static Entry> = if n == "all" {
-            REGISTRY.iter().filter(|e| e.is_ready()).collect()
+            REGISTRY.iter().collect()
         } else {
             vec![find(n)?]
         };
@@ -227,18 +198,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_fastpath_scenarios_are_refused_with_the_reason() {
-        for name in ["fastpath-copy", "fastpath-zerocopy"] {
-            let err = find(name).err().expect("refused");
-            let msg = err.to_string();
-            assert!(
-                msg.contains("not available yet") && msg.contains("issue 3"),
-                "{msg}"
-            );
-        }
-    }
-
-    #[test]
     fn test_unknown_scenario_lists_the_known_ones() {
         let msg = find("warp-drive").err().expect("refused").to_string();
         assert!(
@@ -248,13 +207,15 @@ mod tests {
     }
 
     #[test]
-    fn all_means_every_landed_scenario_once() {
+    fn all_means_every_scenario_once() {
         let v = resolve(&["switch".into(), "all".into()]).unwrap();
         let names: Vec<_> = v.iter().map(|e| e.name).collect();
         assert_eq!(
             names,
             [
                 "switch",
+                "fastpath-copy",
+                "fastpath-zerocopy",
                 "ring-limit",
                 "syscall",
                 "kvm-exit",

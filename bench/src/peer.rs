@@ -1,0 +1,228 @@
+//! One fast-path guest of the `fastpath-*` scenarios, as a process of its own (`bench
+//! fastpath-peer`, started by the scenario, not by hand).
+//!
+//! Each guest must be its own process, as it would be its own VM: the view switches of the
+//! mprotect backend change the page tables of the process, and every other core the process runs
+//! on must then drop its TLB entries (an inter-processor interrupt, which in a VM is a VM exit).
+//! With the two guests (or a guest and the switch) as threads of one process, each switch
+//! interrupts the other core; as processes, each guest's switches stay on its own core.
+//!
+//! The scenario drives the peer with one command per line on stdin and reads one JSON line per
+//! answer on stdout.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver as Chan};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use fastpath_guest::{FastpathGuest, FpConfig};
+use hypervisor_hooks::proto::Mode;
+use notify::tsc;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::latency::Latency;
+use crate::pacing::Pacer;
+use crate::packet::{self, Receiver};
+use crate::pin;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Sender,
+    Receiver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Copy,
+    ZeroCopy,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
+    #[arg(long, value_enum)]
+    pub role: Role,
+    #[arg(long, value_enum)]
+    pub mode: ModeArg,
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub port: String,
+    #[arg(long, value_parser = fastpath_guest::cli::mac_arg)]
+    pub mac: [u8; 6],
+    #[arg(long, value_parser = fastpath_guest::cli::mac_arg)]
+    pub peer: [u8; 6],
+    #[arg(long)]
+    pub hooks: PathBuf,
+    #[arg(long)]
+    pub core: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub queue: u16,
+    #[arg(long, default_value_t = 128)]
+    pub burst: usize,
+    #[arg(long, default_value = "adaptive")]
+    pub notify: String,
+}
+
+fn say(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn fail(e: impl std::fmt::Display) -> Error {
+    Error::measurement("fastpath-peer", e.to_string())
+}
+
+/// Runs a peer until `quit` or end of input.
+pub fn main(a: PeerArgs) -> Result<()> {
+    let _pin = pin::current(a.core)?;
+    let cfg = FpConfig {
+        hooks: Some(a.hooks.clone()),
+        queue_size: a.queue,
+        ..FpConfig::new(a.socket.clone(), &a.port, a.mac)
+    };
+    let mut g = FastpathGuest::connect(&cfg).map_err(fail)?;
+    let mode = match a.mode {
+        ModeArg::Copy => Mode::Copy,
+        ModeArg::ZeroCopy => Mode::ZeroCopy,
+    };
+    // Commands arrive on a thread of their own, so the receiver can poll for `stop` cheaply.
+    let (tx, rx) = channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(l) = line else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    say(json!({"ready": true}));
+    while let Ok(line) = rx.recv() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["open"] => match g.open_channel(a.peer, mode, &a.notify, Duration::from_secs(10)) {
+                Ok(id) => say(json!({"channel": id})),
+                Err(e) => say(json!({"error": e.to_string()})),
+            },
+            ["wait-channel"] => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    g.poll_events().map_err(fail)?;
+                    if !g.channels().is_empty() {
+                        say(json!({"channel": g.channels()[0].id}));
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        say(json!({"error": "no channel opened to us"}));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            ["window", run, secs, size, rate] => {
+                let f = |s: &str| s.parse::<f64>().map_err(fail);
+                let rate = f(rate)?;
+                let r = send_window(
+                    &mut g,
+                    a.peer,
+                    run.parse().map_err(fail)?,
+                    f(secs)?,
+                    size.parse().map_err(fail)?,
+                    (rate > 0.0).then_some(rate),
+                    a.burst,
+                )?;
+                say(r);
+            }
+            ["recv", run] => {
+                let run = run.parse::<u32>().map_err(fail)?;
+                say(receive(&mut g, run, &rx)?);
+            }
+            ["quit"] => break,
+            _ => say(json!({"error": format!("unknown command `{line}`")})),
+        }
+    }
+    Ok(())
+}
+
+fn send_window(
+    g: &mut FastpathGuest,
+    dst: [u8; 6],
+    run: u32,
+    secs: f64,
+    size: usize,
+    rate: Option<f64>,
+    burst: usize,
+) -> Result<serde_json::Value> {
+    let hz = tsc::hz();
+    let src = g.mac;
+    let mut bufs: Vec<Vec<u8>> = (0..burst)
+        .map(|_| packet::template(dst, src, size, run))
+        .collect();
+    let mut sent = 0u64;
+    let start = tsc::now();
+    let end = start + crate::num::cycles(secs, hz);
+    let pacer = Pacer::new(start, rate, hz);
+    let mut t = start;
+    while t < end {
+        let due = pacer.due(t, sent, burst);
+        if due > 0 {
+            let now = tsc::now();
+            for (i, f) in bufs.iter_mut().enumerate().take(due) {
+                packet::stamp(f, sent + i as u64, now);
+            }
+            // One small allocation per burst of up to `burst` frames, outside the view.
+            let refs: Vec<&[u8]> = bufs[..due].iter().map(|v| v.as_slice()).collect();
+            sent += g.send(dst, &refs).map_err(fail)? as u64;
+        }
+        t = tsc::now();
+    }
+    Ok(json!({"sent": sent, "cycles": t.saturating_sub(start)}))
+}
+
+fn receive(g: &mut FastpathGuest, run: u32, cmds: &Chan<String>) -> Result<serde_json::Value> {
+    let mut rx = Receiver::new(run);
+    let mut latency = Latency::new();
+    let mut hdr = [0u8; packet::HEADER_LEN];
+    let mut expect: Option<u64> = None;
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let got = g
+            .recv(256, |f| {
+                // In place for zero-copy: only the header is read, never the frame copied.
+                let n = f.read(0, &mut hdr);
+                if let Some(st) = rx.accept(&hdr[..n]) {
+                    latency.record(st.tsc, tsc::now());
+                }
+            })
+            .map_err(fail)?;
+        if expect.is_none() {
+            if let Ok(c) = cmds.try_recv() {
+                match c.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["stop", n] => expect = Some(n.parse().map_err(fail)?),
+                    _ => return Err(fail(format!("`{c}` while receiving"))),
+                }
+            }
+        }
+        if let Some(n) = expect {
+            if rx.received >= n {
+                break;
+            }
+            if got == 0 {
+                if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                    > Duration::from_millis(200)
+                {
+                    break;
+                }
+            } else {
+                quiet_since = None;
+            }
+        }
+    }
+    Ok(json!({
+        "received": rx.received,
+        "out_of_order": rx.out_of_order,
+        "latency": latency.to_pairs(),
+    }))
+}
