@@ -63,6 +63,11 @@ pub enum Cmd {
     Compare(CompareArgs),
     /// Lists the scenarios.
     List,
+    /// Wake-up latency of each notification strategy the fast path can use (spin, futex,
+    /// eventfd, adaptive; umwait where the CPU has WAITPKG): sender and receiver on the two
+    /// cores, p50/p99/p99.9.
+    #[command(after_help = "EXAMPLE:\n  bench wakeup --samples 20000 --json wakeup.json")]
+    Wakeup(WakeupArgs),
     /// One fast-path guest of the fastpath-* scenarios, driven by them over stdin/stdout.
     #[command(hide = true)]
     FastpathPeer(crate::peer::PeerArgs),
@@ -301,11 +306,55 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Rfc2544(a) => rfc(a),
         Cmd::Compare(a) => cmp(a),
         Cmd::FastpathPeer(a) => crate::peer::main(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Wakeup(a) => wakeup(a),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct WakeupArgs {
+    /// Wake-ups measured per strategy.
+    #[arg(long, default_value_t = 20_000)]
+    samples: usize,
+    /// How long the receiver waits before each notify, microseconds: long enough for the
+    /// sleeping strategies to sleep.
+    #[arg(long, default_value_t = 100)]
+    gap_us: u64,
+    /// Also write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn wakeup(a: WakeupArgs) -> Result<ExitCode> {
+    let cores = Cores::default();
+    let mut rows = Vec::new();
+    for s in notify::Strategy::available() {
+        eprintln!("[bench] wakeup: {} ({} samples)", s.name(), a.samples);
+        let cfg = notify::latency::WakeupConfig {
+            samples: a.samples,
+            gap: Duration::from_micros(a.gap_us),
+            cores: Some((cores.generator, cores.peer)),
+            ..notify::latency::WakeupConfig::default()
+        };
+        rows.push(
+            notify::measure_wakeup_with(s, &cfg)
+                .map_err(|e| Error::measurement("wakeup", e.to_string()))?,
+        );
+    }
+    print!("{}", notify::latency::table(&rows));
+    for s in notify::Strategy::ALL {
+        if !s.is_available() {
+            println!("{}: not available on this machine", s.name());
+        }
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, notify::latency::to_json(&rows))
+            .map_err(Error::io(format!("writing {}", p.display())))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list() {
