@@ -10,6 +10,9 @@ use fastpath_guest::cli::{init_logging, mac_arg, GuestArgs, PathArg};
 use fastpath_guest::frame;
 use fastpath_guest::FastpathGuest;
 
+/// How long the destination may refuse every frame before we give up.
+const STALL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fp-pktgen",
@@ -141,6 +144,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         let frames: Vec<&[u8]> = bufs[..n].iter().zip(&lens).map(|(b, l)| &b[..*l]).collect();
         let mut done = 0;
+        let mut progress = Instant::now();
         // Back-pressure, not loss: retry what did not fit until the peer makes room.
         while done < n {
             g.poll_events().map_err(|e| e.to_string())?;
@@ -150,9 +154,13 @@ fn run(cli: &Cli) -> Result<(), String> {
             if k == 0 {
                 full_retries += 1;
                 std::hint::spin_loop();
-                if start.elapsed() > limit + Duration::from_secs(30) {
-                    return Err("the destination stopped taking frames".into());
+                if progress.elapsed() > STALL {
+                    return Err(format!(
+                        "the destination took no frame for {STALL:?}: it stopped receiving"
+                    ));
                 }
+            } else {
+                progress = Instant::now();
             }
             done += k;
         }
