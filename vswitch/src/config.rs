@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -81,8 +82,14 @@ pub enum ConfigError {
          queue pairs"
     )]
     QueuesOutOfRange { port: String, value: String },
-    #[error("{option} names port `{name}`, which is not configured by --vhost-server, --vhost-client or the config file")]
+    #[error("{option} names port `{name}`, which is not configured by --vhost-server, --vhost-client, --dpdk-port, --vxlan or the config file")]
     UnknownPort { option: &'static str, name: String },
+    #[error("DPDK ports need a vswitch built with the `dpdk` feature (cargo build -p vswitch --features dpdk, with libdpdk-dev installed)")]
+    DpdkNotBuilt,
+    #[error("--dpdk-port `{value}`: {reason} (expected NAME=DEVARGS, e.g. up0=net_af_packet0,iface=eth1 or up0=0000:01:00.0)")]
+    BadDpdkPort { value: String, reason: String },
+    #[error("--vxlan `{value}`: {reason} (expected NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK, e.g. vx0=10.0.0.1,10.0.0.2,42,up0)")]
+    BadVxlan { value: String, reason: String },
     #[error("{option} is given twice for port `{name}`: give it once")]
     DuplicatePortSetting { option: &'static str, name: String },
     #[error("core list `{list}` is not valid: {reason} (expected e.g. `1`, `0,1`, `2-5`)")]
@@ -166,6 +173,35 @@ impl PortSpec {
     }
 }
 
+/// A DPDK port (an uplink) as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpdkPortSpec {
+    pub name: String,
+    /// Device arguments as `rte_dev_probe` takes them: a PCI address, or a vdev name and its
+    /// arguments (`net_af_packet0,iface=eth1`).
+    pub devargs: String,
+    /// Access VLAN when the port is bridged.
+    pub vlan: Option<u16>,
+}
+
+/// A VXLAN tunnel port as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanSpec {
+    pub name: String,
+    /// This VTEP's address on the underlay.
+    pub local: Ipv4Addr,
+    /// The remote VTEPs (head-end replication list).
+    pub remotes: Vec<Ipv4Addr>,
+    pub vni: u32,
+    /// The DPDK port it runs over (which then carries tunnels only).
+    pub uplink: String,
+    /// The switch VLAN the tunnel's segment belongs to.
+    pub vlan: Option<u16>,
+}
+
+/// Most tunnels over one uplink.
+pub const MAX_TUNNELS_PER_UPLINK: usize = 64;
+
 /// The validated configuration the switch starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -186,6 +222,22 @@ pub struct Config {
     pub hooks: Option<PathBuf>,
     /// Approved trampoline digests (required with `hooks`).
     pub fastpath_manifest: Option<PathBuf>,
+    /// `--dpdk-eal`, split at whitespace; `None`: the switch chooses (`dpdk::default_eal_args`).
+    pub dpdk_eal: Option<Vec<String>>,
+    pub dpdk_ports: Vec<DpdkPortSpec>,
+    pub vxlan: Vec<VxlanSpec>,
+}
+
+impl Config {
+    /// Whether the switch needs the DPDK EAL.
+    pub fn uses_dpdk(&self) -> bool {
+        !self.dpdk_ports.is_empty()
+    }
+
+    /// Whether the DPDK port `name` carries VXLAN tunnels.
+    pub fn is_underlay(&self, name: &str) -> bool {
+        self.vxlan.iter().any(|v| v.uplink == name)
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -197,12 +249,21 @@ EXAMPLES:
   A DPDK virtio-user guest that listens itself (the switch connects and reconnects):
     vswitch --vhost-client pktgen=/tmp/pktgen.sock --ctl /tmp/vswitch.ctl
 
+  A guest bridged to the host's eth1 through DPDK's AF_PACKET driver (feature `dpdk`):
+    vswitch --vhost-server vm1=/run/vswitch/vm1.sock --dpdk-port up0=net_af_packet0,iface=eth1
+
+  The same guest on VXLAN segment 42 to two other hosts, over eth1 (which then carries only
+  the tunnels: give this host's VTEP address, not an address the kernel has on eth1):
+    vswitch --vhost-server vm1=/run/vswitch/vm1.sock --dpdk-port up0=net_af_packet0,iface=eth1 \\
+            --vxlan vx42=192.0.2.1,192.0.2.2,192.0.2.3,42,up0
+
 CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     pmd_cores = \"2-3\"
     ctl = \"/run/vswitch/ctl.sock\"
     mac_aging_secs = 300
     log = \"info\"
 
+    dpdk_eal = \"-l 0 --in-memory --no-huge -m 512\"   # optional, see --dpdk-eal
     hooks = \"/run/vswitch/hooks.sock\"   # fast path: guests ask here for channels
     fastpath_manifest = \"/etc/vswitch/trampolines\"
 
@@ -213,6 +274,19 @@ CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     path = \"/run/vswitch/vm1.sock\"
     vlan = 10                # optional, 1..=4094
     queues = 4               # optional, 1..=16, default 1
+
+    [[dpdk_port]]
+    name = \"up0\"
+    devargs = \"net_af_packet0,iface=eth1\"
+    vlan = 10                # optional, when bridged
+
+    [[vxlan]]
+    name = \"vx42\"
+    local = \"192.0.2.1\"
+    remotes = [\"192.0.2.2\", \"192.0.2.3\"]
+    vni = 42
+    uplink = \"up0\"
+    vlan = 10                # optional
 
   The command line wins over the file for single settings and adds ports to the file's.
   Relative socket paths are relative to the switch's working directory.";
@@ -271,6 +345,35 @@ struct Cli {
         allow_hyphen_values = true
     )]
     port_fastpath: Vec<String>,
+
+    /// Add a DPDK port (an uplink; needs the `dpdk` build): DEVARGS as DPDK probes a device, a
+    /// NIC's PCI address (`0000:01:00.0`, bound to vfio-pci) or a virtual device
+    /// (`net_af_packet0,iface=eth1`, `net_tap0,iface=dtap0`, `net_ring0`). The port is a member
+    /// of the switch (bridged), unless a --vxlan runs over it (then it carries only the
+    /// tunnels). Repeatable.
+    #[arg(
+        long = "dpdk-port",
+        value_name = "NAME=DEVARGS",
+        allow_hyphen_values = true
+    )]
+    dpdk_port: Vec<String>,
+
+    /// DPDK EAL arguments, one string split at spaces. Default: `-l <a core> --in-memory
+    /// --no-telemetry`, with hugepages when at least 256 MB are free and `--no-huge -m 512`
+    /// otherwise, and `--no-pci` unless a --dpdk-port is a PCI address.
+    #[arg(long = "dpdk-eal", value_name = "ARGS", allow_hyphen_values = true)]
+    dpdk_eal: Option<String>,
+
+    /// Add a VXLAN tunnel port (RFC 7348) on segment VNI (0..=16777215) from this host's VTEP
+    /// address LOCAL_IP to the listed remote VTEPs (flood and learn, head-end replication),
+    /// over the DPDK port UPLINK. Frames whose encapsulation would exceed UPLINK's MTU
+    /// (inner frame + 36 bytes) are dropped and counted. Repeatable.
+    #[arg(
+        long = "vxlan",
+        value_name = "NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK",
+        allow_hyphen_values = true
+    )]
+    vxlan: Vec<String>,
 
     /// Listen for fast-path guests on this unix socket (the hypervisor hooks): they ask there
     /// for channels to each other. Needs --fastpath-manifest.
@@ -331,6 +434,30 @@ struct FileConfig {
     log: Option<String>,
     hooks: Option<PathBuf>,
     fastpath_manifest: Option<PathBuf>,
+    dpdk_eal: Option<String>,
+    #[serde(default)]
+    dpdk_port: Vec<FileDpdkPort>,
+    #[serde(default)]
+    vxlan: Vec<FileVxlan>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDpdkPort {
+    name: String,
+    devargs: String,
+    vlan: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVxlan {
+    name: String,
+    local: String,
+    remotes: Vec<String>,
+    vni: i64,
+    uplink: String,
+    vlan: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +573,47 @@ fn build(
         }
     }
 
+    let mut dpdk_ports = Vec::new();
+    for p in file.dpdk_port {
+        let vlan = p
+            .vlan
+            .map(|v| vlan_from_i64(&p.name, v, &v.to_string()))
+            .transpose()?;
+        dpdk_ports.push(DpdkPortSpec {
+            name: p.name,
+            devargs: p.devargs,
+            vlan,
+        });
+    }
+    for value in &cli.dpdk_port {
+        let (name, devargs) = split_assignment("--dpdk-port", value, "NAME=DEVARGS")?;
+        dpdk_ports.push(DpdkPortSpec {
+            name: name.to_owned(),
+            devargs: devargs.to_owned(),
+            vlan: None,
+        });
+    }
+    let mut vxlan = Vec::new();
+    for v in file.vxlan {
+        let text = format!(
+            "{}={},{},{},{}",
+            v.name,
+            v.local,
+            v.remotes.join(","),
+            v.vni,
+            v.uplink
+        );
+        let mut spec = parse_vxlan(&text)?;
+        spec.vlan = v
+            .vlan
+            .map(|x| vlan_from_i64(&v.name, x, &x.to_string()))
+            .transpose()?;
+        vxlan.push(spec);
+    }
+    for value in &cli.vxlan {
+        vxlan.push(parse_vxlan(value)?);
+    }
+
     // Names are checked before the per-port overrides so that "unknown port" is never
     // reported for what is really a malformed or duplicated name.
     let mut index_by_name = HashMap::new();
@@ -455,13 +623,54 @@ fn build(
             return Err(ConfigError::DuplicatePortName(port.name.clone()));
         }
     }
+    // Device ports share the name space; their indices are kept apart.
+    let mut dpdk_by_name = HashMap::new();
+    for (i, p) in dpdk_ports.iter().enumerate() {
+        validate_port_name(&p.name)?;
+        if index_by_name.contains_key(&p.name) || dpdk_by_name.insert(p.name.clone(), i).is_some() {
+            return Err(ConfigError::DuplicatePortName(p.name.clone()));
+        }
+        validate_devargs(&p.devargs, &format!("{}={}", p.name, p.devargs))?;
+    }
+    let mut vxlan_by_name = HashMap::new();
+    for (i, v) in vxlan.iter().enumerate() {
+        validate_port_name(&v.name)?;
+        if index_by_name.contains_key(&v.name)
+            || dpdk_by_name.contains_key(&v.name)
+            || vxlan_by_name.insert(v.name.clone(), i).is_some()
+        {
+            return Err(ConfigError::DuplicatePortName(v.name.clone()));
+        }
+    }
+    validate_tunnels(&vxlan, &dpdk_by_name)?;
+    if !cfg!(feature = "dpdk") && (!dpdk_ports.is_empty() || cli.dpdk_eal.is_some()) {
+        return Err(ConfigError::DpdkNotBuilt);
+    }
 
     let mut vlan_set = BTreeSet::new();
     for value in &cli.port_vlan {
         let (name, vid) = split_assignment("--port-vlan", value, "NAME=VID")?;
-        let i = port_index(&index_by_name, "--port-vlan", name, &mut vlan_set)?;
         let parsed = vid.trim().parse::<i64>().unwrap_or(-1);
-        ports[i].vlan = Some(vlan_from_i64(name, parsed, vid)?);
+        let vlan = Some(vlan_from_i64(name, parsed, vid)?);
+        if let Some(&i) = dpdk_by_name.get(name) {
+            port_index(&dpdk_by_name, "--port-vlan", name, &mut vlan_set)?;
+            if vxlan.iter().any(|v| v.uplink == name) {
+                return Err(ConfigError::BadArgument {
+                    option: "--port-vlan",
+                    value: value.clone(),
+                    expected: "a port that is a member of the switch: this DPDK port carries VXLAN tunnels (give the tunnel the VLAN instead)",
+                });
+            }
+            dpdk_ports[i].vlan = vlan;
+            continue;
+        }
+        if let Some(&i) = vxlan_by_name.get(name) {
+            port_index(&vxlan_by_name, "--port-vlan", name, &mut vlan_set)?;
+            vxlan[i].vlan = vlan;
+            continue;
+        }
+        let i = port_index(&index_by_name, "--port-vlan", name, &mut vlan_set)?;
+        ports[i].vlan = vlan;
     }
     let mut queues_set = BTreeSet::new();
     for value in &cli.port_queues {
@@ -583,6 +792,20 @@ fn build(
         validate_log_filter(filter)?;
     }
 
+    let dpdk_eal = cli
+        .dpdk_eal
+        .or(file.dpdk_eal)
+        .map(|a| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    if let Some(a) = &dpdk_eal {
+        if a.is_empty() {
+            return Err(ConfigError::BadArgument {
+                option: "--dpdk-eal",
+                value: String::new(),
+                expected: "EAL arguments such as `-l 0 --in-memory --no-huge -m 512`",
+            });
+        }
+    }
+
     Ok(Config {
         ports,
         pmd_cores,
@@ -593,7 +816,148 @@ fn build(
         pmd_sleep_max_us,
         hooks,
         fastpath_manifest,
+        dpdk_eal,
+        dpdk_ports,
+        vxlan,
     })
+}
+
+/// DPDK device arguments: not empty, no whitespace (they are one argument to the EAL).
+fn validate_devargs(devargs: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| {
+        Err(ConfigError::BadDpdkPort {
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if devargs.trim().is_empty() {
+        return bad("the device arguments are empty");
+    }
+    if devargs.chars().any(|c| c.is_whitespace() || c == '\0') {
+        return bad("the device arguments contain whitespace");
+    }
+    Ok(())
+}
+
+/// Whether DPDK device arguments name a PCI device (`0000:01:00.0` or `01:00.0`).
+pub fn is_pci_devargs(devargs: &str) -> bool {
+    let name = devargs.split(',').next().unwrap_or("");
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = name.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [dom, bus, devfn] if hex(dom, 4) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    matches!(devfn.split_once('.'), Some((d, f)) if hex(bus, 2) && hex(d, 2) && hex(f, 1))
+}
+
+/// Parses `NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK`.
+pub fn parse_vxlan(value: &str) -> Result<VxlanSpec, ConfigError> {
+    let bad = |reason: String| ConfigError::BadVxlan {
+        value: value.to_owned(),
+        reason,
+    };
+    let (name, rest) = value
+        .split_once('=')
+        .ok_or_else(|| bad("no `=` after the port name".to_owned()))?;
+    let fields: Vec<&str> = rest.split(',').map(str::trim).collect();
+    if fields.len() < 4 {
+        return Err(bad(format!(
+            "{} field(s) after `=`; at least 4 are needed",
+            fields.len()
+        )));
+    }
+    let ip = |what: &str, s: &str| -> Result<Ipv4Addr, ConfigError> {
+        let a: Ipv4Addr = s
+            .parse()
+            .map_err(|_| bad(format!("{what} `{s}` is not an IPv4 address")))?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(bad(format!("{what} `{s}` is not a unicast host address")));
+        }
+        Ok(a)
+    };
+    let n = fields.len();
+    let local = ip("local address", fields[0])?;
+    let mut remotes = Vec::new();
+    for s in &fields[1..n - 2] {
+        let r = ip("remote address", s)?;
+        if r == local {
+            return Err(bad(format!("remote `{s}` is the local address")));
+        }
+        if remotes.contains(&r) {
+            return Err(bad(format!("remote `{s}` is listed twice")));
+        }
+        remotes.push(r);
+    }
+    if remotes.len() > crate::vxlan::MAX_REMOTES {
+        return Err(bad(format!(
+            "{} remotes; at most {} per tunnel",
+            remotes.len(),
+            crate::vxlan::MAX_REMOTES
+        )));
+    }
+    let vni = fields[n - 2]
+        .parse::<u32>()
+        .ok()
+        .filter(|v| *v <= crate::wire::MAX_VNI)
+        .ok_or_else(|| {
+            bad(format!(
+                "VNI `{}` is not a number in 0..=16777215",
+                fields[n - 2]
+            ))
+        })?;
+    let uplink = fields[n - 1];
+    if uplink.is_empty() {
+        return Err(bad("the uplink name is empty".to_owned()));
+    }
+    Ok(VxlanSpec {
+        name: name.to_owned(),
+        local,
+        remotes,
+        vni,
+        uplink: uplink.to_owned(),
+        vlan: None,
+    })
+}
+
+/// Checks across tunnels: each runs over a configured DPDK port, no two on one uplink share
+/// local address and VNI, and an uplink carries at most [`MAX_TUNNELS_PER_UPLINK`].
+fn validate_tunnels(
+    vxlan: &[VxlanSpec],
+    dpdk_by_name: &HashMap<String, usize>,
+) -> Result<(), ConfigError> {
+    for (i, v) in vxlan.iter().enumerate() {
+        let value = || format!("{}=...,{},{}", v.name, v.vni, v.uplink);
+        if !dpdk_by_name.contains_key(&v.uplink) {
+            return Err(ConfigError::BadVxlan {
+                value: value(),
+                reason: format!("uplink `{}` is not a --dpdk-port", v.uplink),
+            });
+        }
+        if let Some(o) = vxlan[..i]
+            .iter()
+            .find(|o| o.uplink == v.uplink && o.vni == v.vni && o.local == v.local)
+        {
+            return Err(ConfigError::BadVxlan {
+                value: value(),
+                reason: format!(
+                    "tunnel `{}` already carries VNI {} from {} over `{}`",
+                    o.name, v.vni, v.local, v.uplink
+                ),
+            });
+        }
+        if vxlan.iter().filter(|o| o.uplink == v.uplink).count() > MAX_TUNNELS_PER_UPLINK {
+            return Err(ConfigError::BadVxlan {
+                value: value(),
+                reason: format!(
+                    "more than {MAX_TUNNELS_PER_UPLINK} tunnels over `{}`",
+                    v.uplink
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn split_assignment<'a>(

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use crate::config::{PortMode, PortSpec};
 use crate::fdb::{FdbCounters, FdbEntry};
+pub use crate::netdev::LinkInfo;
 
 /// Longest request line the server reads (newline excluded). Requests are small; the bound
 /// keeps one client from making the switch buffer without limit.
@@ -105,9 +106,65 @@ pub struct PortInfo {
     pub mac: Option<String>,
 }
 
+/// An uplink's device and link, as `show` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    /// What the device was opened with (DPDK devargs).
+    pub devargs: String,
+    /// `dpdk <driver>` or `pipe`.
+    pub driver: String,
+    /// `bridged` (a member of the switch) or `underlay` (carries VXLAN tunnels only).
+    pub role: String,
+    pub mac: String,
+    /// IP MTU of the device.
+    pub mtu: usize,
+    pub link: LinkInfo,
+    /// The poll thread receiving from it.
+    pub rx_pmd: usize,
+    /// The device's own counters (DPDK: ethdev statistics, free mbufs).
+    pub device_counters: BTreeMap<String, u64>,
+}
+
+/// A remote VTEP of a tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteVtepInfo {
+    pub ip: String,
+    /// Its (next hop's) MAC address once learned; `None`: unresolved (ARP pending).
+    pub mac: Option<String>,
+}
+
+/// A VXLAN tunnel port, as `show` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    pub vni: u32,
+    pub local: String,
+    pub uplink: String,
+    pub remotes: Vec<RemoteVtepInfo>,
+    /// Largest inner frame (Ethernet header included) the uplink's MTU lets through.
+    pub max_inner_frame: usize,
+    /// Inner MACs learned behind the remotes.
+    pub learned_macs: usize,
+}
+
+/// A port that is not a vhost-user port: a DPDK uplink or a VXLAN tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// `uplink` or `vxlan`.
+    pub kind: String,
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub uplink: Option<UplinkInfo>,
+    #[serde(default)]
+    pub tunnel: Option<TunnelInfo>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShowReply {
     pub ports: Vec<PortInfo>,
+    /// Uplinks and tunnels.
+    #[serde(default)]
+    pub devices: Vec<DeviceInfo>,
 }
 
 /// Counters from the switch's point of view: `rx` is what the switch received from the
@@ -686,6 +743,7 @@ pub(crate) mod testing {
                     .iter()
                     .map(sample_port_info)
                     .collect(),
+                devices: Vec::new(),
             }
         }
         fn stats(&self) -> StatsReply {

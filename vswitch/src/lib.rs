@@ -1,12 +1,24 @@
-//! The poll-mode L2 switch: configuration, ports and their vhost-user sessions, the poll-mode
-//! threads that forward between guests, MAC learning, and the control socket.
-#![forbid(unsafe_code)]
+//! The poll-mode L2 switch: configuration, ports and their vhost-user sessions, uplink ports
+//! over network devices (DPDK with the `dpdk` feature) and VXLAN tunnels over them, the
+//! poll-mode threads that forward between all of these, MAC learning, and the control socket.
+//!
+//! Without the `dpdk` feature no line of this crate is `unsafe`; with it, only the leaf module
+//! [`dpdk`] is.
+#![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
+#![cfg_attr(feature = "dpdk", deny(unsafe_code))]
 
 pub mod config;
 pub mod ctl;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
 pub mod eth;
 pub mod fdb;
+pub mod netdev;
 pub mod pmd;
 pub mod port;
 pub mod session;
 pub mod switch;
+pub mod uplink;
+pub mod vxlan;
+pub mod wire;

@@ -57,6 +57,11 @@ fn run(cfg: &Config) -> Result<(), String> {
             return Err(e);
         }
     }
+    if let Err(e) = switch.add_configured_devices(cfg) {
+        switch.shutdown();
+        dpdk_cleanup();
+        return Err(e);
+    }
     let hooks_thread = match &cfg.hooks {
         Some(path) => {
             let listener = bind_socket(path, "hooks socket").inspect_err(|_| switch.shutdown())?;
@@ -94,8 +99,16 @@ fn run(cfg: &Config) -> Result<(), String> {
     if let Some(p) = &cfg.hooks {
         let _ = std::fs::remove_file(p);
     }
+    drop(switch);
+    dpdk_cleanup();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Releases the DPDK EAL once every port is closed (a no-op without DPDK).
+fn dpdk_cleanup() {
+    #[cfg(feature = "dpdk")]
+    vswitch::dpdk::cleanup();
 }
 
 /// Binds a listening socket of the switch, replacing a stale one but never a live switch's.

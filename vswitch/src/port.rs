@@ -17,7 +17,9 @@ use crate::ctl::PortState;
 /// Most ports a switch holds (port ids are below this).
 pub const MAX_PORTS: usize = 256;
 
-/// Why the switch dropped a frame, counted per port.
+/// Why the switch dropped a frame, counted per port. Each kind of port shows the reasons that
+/// can happen to it ([`Drop::VHOST_PORT`], [`Drop::UPLINK_PORT`], [`Drop::UNDERLAY_PORT`],
+/// [`Drop::VXLAN_PORT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Drop {
@@ -33,14 +35,45 @@ pub enum Drop {
     TxBadBuffers,
     /// The destination has no running receive queue.
     TxNotReady,
-    /// The destination queue was being reconfigured.
+    /// The destination queue was being reconfigured (or, on a device, held by another poll
+    /// thread for too long).
     TxQueueBusy,
     /// The frame is larger than the switch carries (9000-byte MTU).
     RxTooBig,
+    /// A frame from a device shorter than an Ethernet header.
+    RxRunt,
+    /// A frame for a device larger than its MTU allows.
+    TxExceedsMtu,
+    /// The device's buffer pool was empty.
+    TxNoDeviceBuffers,
+    /// The device's transmit ring was full.
+    TxDeviceFull,
+    /// Underlay: neither ARP nor VXLAN to one of our VTEP addresses.
+    RxNotVxlan,
+    /// Underlay: outer IPv4, UDP or VXLAN header cut short, or lengths beyond the frame.
+    RxTruncatedOuter,
+    /// Underlay: outer IPv4 header invalid (version, length, checksum) or a fragment.
+    RxBadOuterIpv4,
+    /// Underlay: VXLAN header without the I flag.
+    RxBadVxlan,
+    /// Underlay: a VNI no tunnel on this uplink carries.
+    RxUnknownVni,
+    /// Underlay: sent by a VTEP that is not one of the tunnel's remotes.
+    RxUnknownVtep,
+    /// Underlay: the encapsulated frame is shorter than an Ethernet header.
+    RxInnerRunt,
+    /// Underlay: an ARP packet that is not IPv4 over Ethernet.
+    RxBadArp,
+    /// Tunnel: a frame from one tunnel for another (split horizon: VTEPs do not relay).
+    TunnelToTunnel,
+    /// Tunnel: the encapsulated frame would exceed the uplink's MTU (VXLAN never fragments).
+    TxExceedsTunnelMtu,
+    /// Tunnel: the remote VTEP's MAC address is not known yet (an ARP request is on its way).
+    TxVtepUnresolved,
 }
 
 impl Drop {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 23;
     pub const ALL: [Drop; Self::COUNT] = [
         Drop::VlanTagged,
         Drop::SamePort,
@@ -50,6 +83,73 @@ impl Drop {
         Drop::TxNotReady,
         Drop::TxQueueBusy,
         Drop::RxTooBig,
+        Drop::RxRunt,
+        Drop::TxExceedsMtu,
+        Drop::TxNoDeviceBuffers,
+        Drop::TxDeviceFull,
+        Drop::RxNotVxlan,
+        Drop::RxTruncatedOuter,
+        Drop::RxBadOuterIpv4,
+        Drop::RxBadVxlan,
+        Drop::RxUnknownVni,
+        Drop::RxUnknownVtep,
+        Drop::RxInnerRunt,
+        Drop::RxBadArp,
+        Drop::TunnelToTunnel,
+        Drop::TxExceedsTunnelMtu,
+        Drop::TxVtepUnresolved,
+    ];
+    /// What can happen to frames of a vhost-user port.
+    pub const VHOST_PORT: [Drop; 8] = [
+        Drop::VlanTagged,
+        Drop::SamePort,
+        Drop::TxNoBuffers,
+        Drop::TxTooBig,
+        Drop::TxBadBuffers,
+        Drop::TxNotReady,
+        Drop::TxQueueBusy,
+        Drop::RxTooBig,
+    ];
+    /// ... of a device port that is a member of the switch (bridged).
+    pub const UPLINK_PORT: [Drop; 9] = [
+        Drop::VlanTagged,
+        Drop::SamePort,
+        Drop::RxTooBig,
+        Drop::RxRunt,
+        Drop::TxExceedsMtu,
+        Drop::TxNoDeviceBuffers,
+        Drop::TxDeviceFull,
+        Drop::TxQueueBusy,
+        Drop::TxNotReady,
+    ];
+    /// ... of a device port that carries VXLAN tunnels (the underlay).
+    pub const UNDERLAY_PORT: [Drop; 13] = [
+        Drop::RxRunt,
+        Drop::RxTooBig,
+        Drop::RxNotVxlan,
+        Drop::RxTruncatedOuter,
+        Drop::RxBadOuterIpv4,
+        Drop::RxBadVxlan,
+        Drop::RxUnknownVni,
+        Drop::RxUnknownVtep,
+        Drop::RxInnerRunt,
+        Drop::RxBadArp,
+        Drop::TxNoDeviceBuffers,
+        Drop::TxDeviceFull,
+        Drop::TxQueueBusy,
+    ];
+    /// ... of a VXLAN tunnel port.
+    pub const VXLAN_PORT: [Drop; 10] = [
+        Drop::VlanTagged,
+        Drop::SamePort,
+        Drop::RxTooBig,
+        Drop::TunnelToTunnel,
+        Drop::TxExceedsTunnelMtu,
+        Drop::TxVtepUnresolved,
+        Drop::TxNoDeviceBuffers,
+        Drop::TxDeviceFull,
+        Drop::TxQueueBusy,
+        Drop::TxNotReady,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +162,21 @@ impl Drop {
             Drop::TxNotReady => "tx_queue_not_running",
             Drop::TxQueueBusy => "tx_queue_busy",
             Drop::RxTooBig => "rx_frame_too_big",
+            Drop::RxRunt => "rx_runt_frame",
+            Drop::TxExceedsMtu => "tx_frame_exceeds_mtu",
+            Drop::TxNoDeviceBuffers => "tx_no_device_buffers",
+            Drop::TxDeviceFull => "tx_device_queue_full",
+            Drop::RxNotVxlan => "rx_not_vxlan",
+            Drop::RxTruncatedOuter => "rx_truncated_outer_headers",
+            Drop::RxBadOuterIpv4 => "rx_bad_outer_ipv4",
+            Drop::RxBadVxlan => "rx_bad_vxlan_header",
+            Drop::RxUnknownVni => "rx_unknown_vni",
+            Drop::RxUnknownVtep => "rx_unknown_remote_vtep",
+            Drop::RxInnerRunt => "rx_inner_runt_frame",
+            Drop::RxBadArp => "rx_bad_arp",
+            Drop::TunnelToTunnel => "rx_tunnel_to_tunnel",
+            Drop::TxExceedsTunnelMtu => "tx_frame_exceeds_tunnel_mtu",
+            Drop::TxVtepUnresolved => "tx_remote_vtep_unresolved",
         }
     }
 }
@@ -90,6 +205,16 @@ impl CounterBlock {
     pub fn drop(&self, why: Drop, n: u64) {
         bump(&self.drops[why as usize], n);
     }
+}
+
+/// One counter block per poll thread (at least one).
+pub fn counter_blocks(pmds: usize) -> Box<[CounterBlock]> {
+    (0..pmds.max(1)).map(|_| CounterBlock::default()).collect()
+}
+
+/// Sum of a counter over the per-PMD blocks.
+pub fn sum_counter(blocks: &[CounterBlock], f: impl Fn(&CounterBlock) -> &AtomicU64) -> u64 {
+    blocks.iter().map(|b| f(b).load(Ordering::Relaxed)).sum()
 }
 
 /// What the control plane tracks about a port's connection.
@@ -140,7 +265,7 @@ impl Port {
             mac,
             slots,
             queue_counters: (0..nq).map(|_| Arc::default()).collect(),
-            counters: (0..pmds.max(1)).map(|_| CounterBlock::default()).collect(),
+            counters: counter_blocks(pmds),
             status: Mutex::new(PortStatus {
                 pmd_of_queue: vec![None; nq],
                 ..Default::default()
@@ -158,10 +283,7 @@ impl Port {
 
     /// Sum of a counter over the PMD blocks.
     pub fn sum(&self, f: impl Fn(&CounterBlock) -> &AtomicU64) -> u64 {
-        self.counters
-            .iter()
-            .map(|b| f(b).load(Ordering::Relaxed))
-            .sum()
+        sum_counter(&self.counters, f)
     }
 
     /// Number of queue pairs.

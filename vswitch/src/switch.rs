@@ -16,15 +16,20 @@ use hypervisor_hooks::verify::Manifest;
 use vhost_user::message::protocol_features;
 use vhost_user::net::feature_names;
 
-use crate::config::{Config, PortSpec};
+use crate::config::{Config, PortSpec, VxlanSpec};
 use crate::ctl::{
-    ChannelStats, ChannelsReply, CtlHandler, FdbReply, PmdStats, PmdStatsReply, PortInfo,
-    PortState, PortStats, QueueInfo, ShowReply, StatsReply,
+    ChannelStats, ChannelsReply, CtlHandler, DeviceInfo, FdbReply, PmdStats, PmdStatsReply,
+    PortInfo, PortState, PortStats, QueueInfo, RemoteVtepInfo, ShowReply, StatsReply, TunnelInfo,
+    UplinkInfo,
 };
 use crate::fdb::{format_mac, Fdb};
+use crate::netdev::NetDev;
 use crate::pmd::{Command, PmdHandle, Shared};
-use crate::port::{Drop, Port, MAX_PORTS};
+use crate::port::{CounterBlock, Drop, Port, MAX_PORTS};
 use crate::session::Session;
+use crate::uplink::{UplinkPort, UplinkRole};
+use crate::vxlan::VxlanPort;
+use crate::wire::VXLAN_MTU_OVERHEAD;
 
 /// FDB capacity: entries the switch can learn.
 const FDB_CAPACITY: usize = 65536;
@@ -36,14 +41,33 @@ struct PortEntry {
 
 type Ports = Arc<Mutex<BTreeMap<String, PortEntry>>>;
 
+/// A port over a device: an uplink or a tunnel.
+#[derive(Clone)]
+enum DevEntry {
+    Uplink(Arc<UplinkPort>),
+    Vxlan(Arc<VxlanPort>),
+}
+
+impl DevEntry {
+    fn id(&self) -> u16 {
+        match self {
+            DevEntry::Uplink(u) => u.id,
+            DevEntry::Vxlan(t) => t.id,
+        }
+    }
+}
+
 /// A running switch.
 pub struct Switch {
     shared: Arc<Shared>,
     pmds: Vec<PmdHandle>,
     ports: Ports,
+    /// Uplinks and tunnels. Lock order: `ports`, then `devices`.
+    devices: Mutex<BTreeMap<String, DevEntry>>,
     started: Instant,
     /// The fast-path authority, when the switch runs with `--hooks`.
     hooks: Option<Authority>,
+    mac_aging_secs: u32,
 }
 
 /// The ports as the hooks authority sees them.
@@ -63,8 +87,12 @@ impl Directory for PortDirectory {
 }
 
 impl Switch {
-    /// Starts the poll threads (no ports yet).
+    /// Starts the poll threads (no ports yet). With DPDK ports configured, the EAL comes up
+    /// first (before any thread of ours exists to inherit its affinity games).
     pub fn start(cfg: &Config) -> Result<Switch, String> {
+        if cfg.uses_dpdk() {
+            start_eal(cfg)?;
+        }
         let shared = Arc::new(Shared {
             fdb: Fdb::new(FDB_CAPACITY, cfg.mac_aging_secs),
             now_secs: AtomicU32::new(0),
@@ -106,9 +134,193 @@ impl Switch {
             shared,
             pmds,
             ports,
+            devices: Mutex::default(),
             started: Instant::now(),
             hooks,
+            mac_aging_secs: cfg.mac_aging_secs,
         })
+    }
+
+    fn devices(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, DevEntry>> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lowest port id no port of any kind uses.
+    fn free_id(
+        ports: &BTreeMap<String, PortEntry>,
+        devices: &BTreeMap<String, DevEntry>,
+    ) -> Result<u16, String> {
+        let id = (0..MAX_PORTS)
+            .find(|i| {
+                !ports.values().any(|e| usize::from(e.port.id) == *i)
+                    && !devices.values().any(|d| usize::from(d.id()) == *i)
+            })
+            .ok_or_else(|| format!("the switch already has {MAX_PORTS} ports"))?;
+        u16::try_from(id).map_err(|_| "port id".to_owned())
+    }
+
+    /// Opens the configured DPDK ports and tunnels (the EAL is up: [`Switch::start`]).
+    #[cfg(feature = "dpdk")]
+    pub fn add_configured_devices(&self, cfg: &Config) -> Result<(), String> {
+        for p in &cfg.dpdk_ports {
+            let dev = crate::dpdk::EthDev::open(&p.devargs, self.pmds.len())
+                .map_err(|e| format!("--dpdk-port {}: {e}", p.name))?;
+            let role = if cfg.is_underlay(&p.name) {
+                UplinkRole::Underlay
+            } else {
+                UplinkRole::Bridged
+            };
+            self.add_uplink(
+                &p.name,
+                &p.devargs,
+                p.vlan.unwrap_or(0),
+                role,
+                Arc::new(crate::dpdk::DpdkDev(dev)),
+            )?;
+        }
+        for v in &cfg.vxlan {
+            self.add_vxlan(v)?;
+        }
+        Ok(())
+    }
+
+    /// Without the `dpdk` feature there are no devices to open (the configuration refuses
+    /// DPDK ports).
+    #[cfg(not(feature = "dpdk"))]
+    pub fn add_configured_devices(&self, cfg: &Config) -> Result<(), String> {
+        if cfg.uses_dpdk() {
+            return Err(crate::config::ConfigError::DpdkNotBuilt.to_string());
+        }
+        Ok(())
+    }
+
+    /// Adds an uplink port over `dev` and starts receiving from it.
+    pub fn add_uplink(
+        &self,
+        name: &str,
+        devargs: &str,
+        vlan: u16,
+        role: UplinkRole,
+        dev: Arc<dyn NetDev>,
+    ) -> Result<u16, String> {
+        crate::config::validate_port_name(name).map_err(|e| e.to_string())?;
+        let ports = self.ports();
+        let mut devices = self.devices();
+        if ports.contains_key(name) || devices.contains_key(name) {
+            return Err(format!("a port named `{name}` already exists"));
+        }
+        let id = Switch::free_id(&ports, &devices)?;
+        let port = Arc::new(UplinkPort::new(
+            id,
+            name,
+            devargs,
+            vlan,
+            role,
+            dev,
+            self.pmds.len(),
+        ));
+        for pmd in &self.pmds {
+            let p = port.clone();
+            let poll = pmd.id == port.rx_pmd;
+            pmd.command_with(|done| Command::AddUplink {
+                port: p,
+                poll,
+                done,
+            })??;
+        }
+        tracing::info!(
+            "uplink {name} added: {devargs} ({}, {role}, id {id}, mtu {}, rx on pmd{})",
+            port.dev.driver(),
+            port.dev.mtu(),
+            port.rx_pmd
+        );
+        devices.insert(name.to_owned(), DevEntry::Uplink(port));
+        Ok(id)
+    }
+
+    /// Adds a VXLAN tunnel port over an underlay uplink.
+    pub fn add_vxlan(&self, spec: &VxlanSpec) -> Result<u16, String> {
+        crate::config::validate_port_name(&spec.name).map_err(|e| e.to_string())?;
+        let ports = self.ports();
+        let mut devices = self.devices();
+        if ports.contains_key(&spec.name) || devices.contains_key(&spec.name) {
+            return Err(format!("a port named `{}` already exists", spec.name));
+        }
+        let uplink = match devices.get(&spec.uplink) {
+            Some(DevEntry::Uplink(u)) if u.role == UplinkRole::Underlay => u.clone(),
+            Some(DevEntry::Uplink(_)) => {
+                return Err(format!(
+                    "tunnel {}: uplink {} is bridged; a tunnel needs an underlay uplink",
+                    spec.name, spec.uplink
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "tunnel {}: no uplink named `{}`",
+                    spec.name, spec.uplink
+                ))
+            }
+        };
+        let id = Switch::free_id(&ports, &devices)?;
+        let t = Arc::new(VxlanPort::new(
+            id,
+            &spec.name,
+            spec.vlan.unwrap_or(0),
+            spec.vni,
+            spec.local,
+            &spec.remotes,
+            (uplink.id, &uplink.name),
+            self.mac_aging_secs,
+            self.pmds.len(),
+        ));
+        for pmd in &self.pmds {
+            let p = t.clone();
+            pmd.command_with(|done| Command::AddVxlan { port: p, done })??;
+        }
+        tracing::info!(
+            "vxlan {} added: vni {} from {} to {:?} over {} (id {id}, vlan {}, inner frames up to {} bytes)",
+            spec.name,
+            spec.vni,
+            spec.local,
+            spec.remotes,
+            spec.uplink,
+            t.vlan,
+            uplink.dev.mtu().saturating_sub(VXLAN_MTU_OVERHEAD)
+        );
+        devices.insert(spec.name.clone(), DevEntry::Vxlan(t));
+        Ok(id)
+    }
+
+    /// Removes an uplink (refused while tunnels run over it) or a tunnel.
+    fn del_device(&self, name: &str) -> Result<(), String> {
+        let mut devices = self.devices();
+        let entry = devices
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no port named `{name}`"))?;
+        if let DevEntry::Uplink(u) = &entry {
+            let users: Vec<&str> = devices
+                .values()
+                .filter_map(|d| match d {
+                    DevEntry::Vxlan(t) if t.uplink == u.id => Some(t.name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if !users.is_empty() {
+                return Err(format!(
+                    "uplink {name} carries tunnel(s) {}; remove them first",
+                    users.join(", ")
+                ));
+            }
+        }
+        let id = entry.id();
+        for pmd in &self.pmds {
+            pmd.command(|done| Command::DelPort { id, done })?;
+        }
+        devices.remove(name);
+        let flushed = self.shared.fdb.flush_port(id);
+        tracing::info!("port {name} removed ({flushed} MAC entries flushed)");
+        Ok(())
     }
 
     fn ports(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PortEntry>> {
@@ -129,10 +341,10 @@ impl Switch {
                 other.port.name()
             ));
         }
-        let id = (0..MAX_PORTS)
-            .find(|i| !ports.values().any(|e| usize::from(e.port.id) == *i))
-            .ok_or_else(|| format!("the switch already has {MAX_PORTS} ports"))?;
-        let id = u16::try_from(id).map_err(|_| "port id".to_owned())?;
+        if self.devices().contains_key(&spec.name) {
+            return Err(format!("a port named `{}` already exists", spec.name));
+        }
+        let id = Switch::free_id(&ports, &self.devices())?;
         let port = Arc::new(Port::new(id, spec, self.pmds.len()));
         // Guest transmit queues (odd slots) spread over the PMDs.
         let npmd = self.pmds.len();
@@ -175,10 +387,10 @@ impl Switch {
 
     /// Removes a port: its guest is disconnected, its memory unmapped, its MACs forgotten.
     pub fn del_port(&self, name: &str) -> Result<(), String> {
-        let mut entry = self
-            .ports()
-            .remove(name)
-            .ok_or_else(|| format!("no port named `{name}`"))?;
+        let removed = self.ports().remove(name);
+        let Some(mut entry) = removed else {
+            return self.del_device(name);
+        };
         if let Some(s) = entry.session.take() {
             s.stop();
         }
@@ -196,6 +408,11 @@ impl Switch {
         let secs = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
         if self.shared.now_secs.swap(secs, Ordering::Relaxed) != secs {
             self.shared.fdb.expire(secs);
+            for d in self.devices().values() {
+                if let DevEntry::Vxlan(t) = d {
+                    t.vteps.expire(secs);
+                }
+            }
         }
     }
 
@@ -219,6 +436,18 @@ impl Switch {
         let names: Vec<String> = self.ports().keys().cloned().collect();
         for n in names {
             if let Err(e) = self.del_port(&n) {
+                tracing::warn!("removing port {n}: {e}");
+            }
+        }
+        let mut devs: Vec<(bool, String)> = self
+            .devices()
+            .iter()
+            .map(|(n, d)| (matches!(d, DevEntry::Uplink(_)), n.clone()))
+            .collect();
+        // Tunnels (false) before the uplinks they run over.
+        devs.sort();
+        for (_, n) in devs {
+            if let Err(e) = self.del_device(&n) {
                 tracing::warn!("removing port {n}: {e}");
             }
         }
@@ -283,7 +512,7 @@ impl Switch {
 
     fn port_stats(port: &Port) -> PortStats {
         let mut drops = BTreeMap::new();
-        for d in Drop::ALL {
+        for d in Drop::VHOST_PORT {
             drops.insert(d.name().to_owned(), port.sum(|b| &b.drops[d as usize]));
         }
         // The rings' own refusals, by reason, for both directions. Of these only the chains
@@ -313,25 +542,109 @@ impl Switch {
     }
 }
 
+fn device_stats(name: &str, counters: &[CounterBlock], reasons: &[Drop]) -> PortStats {
+    let sum = |f: &dyn Fn(&CounterBlock) -> u64| counters.iter().map(f).sum::<u64>();
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    PortStats {
+        name: name.to_owned(),
+        rx_packets: sum(&|b| ld(&b.rx_packets)),
+        rx_bytes: sum(&|b| ld(&b.rx_bytes)),
+        tx_packets: sum(&|b| ld(&b.tx_packets)),
+        tx_bytes: sum(&|b| ld(&b.tx_bytes)),
+        drops: reasons
+            .iter()
+            .map(|&d| (d.name().to_owned(), sum(&|b| ld(&b.drops[d as usize]))))
+            .collect(),
+        ring_errors: BTreeMap::new(),
+    }
+}
+
+impl DevEntry {
+    fn stats(&self) -> PortStats {
+        match self {
+            DevEntry::Uplink(u) => {
+                let reasons: &[Drop] = match u.role {
+                    UplinkRole::Bridged => &Drop::UPLINK_PORT,
+                    UplinkRole::Underlay => &Drop::UNDERLAY_PORT,
+                };
+                device_stats(&u.name, &u.counters, reasons)
+            }
+            DevEntry::Vxlan(t) => device_stats(&t.name, &t.counters, &Drop::VXLAN_PORT),
+        }
+    }
+
+    fn info(&self, devices: &BTreeMap<String, DevEntry>, now: u32) -> DeviceInfo {
+        match self {
+            DevEntry::Uplink(u) => DeviceInfo {
+                name: u.name.clone(),
+                kind: "uplink".to_owned(),
+                vlan: (u.vlan != 0).then_some(u.vlan),
+                uplink: Some(UplinkInfo {
+                    devargs: u.devargs.clone(),
+                    driver: u.dev.driver(),
+                    role: u.role.to_string(),
+                    mac: format_mac(u.dev.mac()),
+                    mtu: u.dev.mtu(),
+                    link: u.dev.link(),
+                    rx_pmd: u.rx_pmd,
+                    device_counters: u.dev.stats(),
+                }),
+                tunnel: None,
+            },
+            DevEntry::Vxlan(t) => {
+                let mtu = match devices.get(&t.uplink_name) {
+                    Some(DevEntry::Uplink(u)) => u.dev.mtu(),
+                    _ => 0,
+                };
+                DeviceInfo {
+                    name: t.name.clone(),
+                    kind: "vxlan".to_owned(),
+                    vlan: (t.vlan != 0).then_some(t.vlan),
+                    uplink: None,
+                    tunnel: Some(TunnelInfo {
+                        vni: t.vni,
+                        local: t.local.to_string(),
+                        uplink: t.uplink_name.clone(),
+                        remotes: t
+                            .remotes
+                            .iter()
+                            .map(|r| RemoteVtepInfo {
+                                ip: r.ip.to_string(),
+                                mac: r.mac().map(format_mac),
+                            })
+                            .collect(),
+                        max_inner_frame: mtu.saturating_sub(VXLAN_MTU_OVERHEAD),
+                        learned_macs: t.vteps.entries(now).len(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
 impl CtlHandler for Switch {
     fn show(&self) -> ShowReply {
+        let now = self.shared.now_secs.load(Ordering::Relaxed);
+        let ports = self
+            .ports()
+            .values()
+            .map(|e| Switch::port_info(&e.port))
+            .collect();
+        let devices = self.devices();
         ShowReply {
-            ports: self
-                .ports()
-                .values()
-                .map(|e| Switch::port_info(&e.port))
-                .collect(),
+            ports,
+            devices: devices.values().map(|d| d.info(&devices, now)).collect(),
         }
     }
 
     fn stats(&self) -> StatsReply {
-        StatsReply {
-            ports: self
-                .ports()
-                .values()
-                .map(|e| Switch::port_stats(&e.port))
-                .collect(),
-        }
+        let mut ports: Vec<PortStats> = self
+            .ports()
+            .values()
+            .map(|e| Switch::port_stats(&e.port))
+            .collect();
+        ports.extend(self.devices().values().map(DevEntry::stats));
+        StatsReply { ports }
     }
 
     fn fdb(&self) -> FdbReply {
@@ -342,6 +655,7 @@ impl CtlHandler for Switch {
                 .ports()
                 .values()
                 .map(|e| (e.port.id, e.port.name().to_owned()))
+                .chain(self.devices().iter().map(|(n, d)| (d.id(), n.clone())))
                 .collect(),
             counters: self.shared.fdb.counters(),
         }
@@ -415,4 +729,33 @@ impl CtlHandler for Switch {
     fn del_port(&self, name: &str) -> Result<(), String> {
         Switch::del_port(self, name)
     }
+}
+
+/// Brings the DPDK EAL up with `--dpdk-eal` or the switch's defaults (main lcore on a core the
+/// poll threads do not use, when there is one).
+#[cfg(feature = "dpdk")]
+fn start_eal(cfg: &Config) -> Result<(), String> {
+    let args = match &cfg.dpdk_eal {
+        Some(a) => a.clone(),
+        None => {
+            let avail = crate::config::available_cores();
+            let core = avail
+                .iter()
+                .copied()
+                .find(|c| !cfg.pmd_cores.contains(c))
+                .or_else(|| avail.first().copied())
+                .unwrap_or(0);
+            let pci = cfg
+                .dpdk_ports
+                .iter()
+                .any(|p| crate::config::is_pci_devargs(&p.devargs));
+            crate::dpdk::default_eal_args(core, pci)
+        }
+    };
+    crate::dpdk::init(&args).map(drop)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_eal(_cfg: &Config) -> Result<(), String> {
+    Err(crate::config::ConfigError::DpdkNotBuilt.to_string())
 }

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Parser, Subcommand};
 use vswitch::config::{PortMode, PortSpec};
 use vswitch::ctl::{
-    ChannelsReply, CtlClient, CtlError, FdbReply, PmdStatsReply, Request, ShowReply, StatsReply,
+    ChannelsReply, CtlClient, CtlError, DeviceInfo, FdbReply, PmdStatsReply, Request, ShowReply,
+    StatsReply,
 };
 use vswitch::fdb::format_mac;
 
@@ -46,7 +47,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ports: mode, socket, VLAN, connection state, negotiated features and queues.
+    /// Ports: mode, socket, VLAN, connection state, negotiated features and queues; uplinks
+    /// (device, link state, device counters) and VXLAN tunnels (remote VTEPs).
     Show,
     /// Per-port packet and byte counters (from the switch's side: rx = from the guest)
     /// and drops by reason.
@@ -217,7 +219,7 @@ fn yes_no(b: bool) -> String {
 }
 
 fn render_show(reply: &ShowReply) -> String {
-    if reply.ports.is_empty() {
+    if reply.ports.is_empty() && reply.devices.is_empty() {
         return "no ports\n".to_owned();
     }
     let mut out = String::new();
@@ -271,7 +273,78 @@ fn render_show(reply: &ShowReply) -> String {
             }
         }
     }
+    for d in &reply.devices {
+        render_device(&mut out, d);
+    }
     out
+}
+
+fn render_device(out: &mut String, d: &DeviceInfo) {
+    let vlan = d
+        .vlan
+        .map_or("untagged".to_owned(), |v| format!("vlan {v}"));
+    if let Some(u) = &d.uplink {
+        let link = if u.link.up {
+            let speed = if u.link.speed_mbps > 0 {
+                format!(" {} Mb/s", u.link.speed_mbps)
+            } else {
+                String::new()
+            };
+            let duplex = if u.link.full_duplex {
+                " full-duplex"
+            } else {
+                " half-duplex"
+            };
+            format!("up{speed}{duplex}")
+        } else {
+            "down".to_owned()
+        };
+        let role = if u.role == "bridged" {
+            format!("bridged, {vlan}")
+        } else {
+            u.role.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{}: uplink {} ({}), {role}, link {link}",
+            d.name, u.devargs, u.driver
+        );
+        let _ = writeln!(
+            out,
+            "  mac: {}, mtu: {}, rx pmd: {}",
+            u.mac, u.mtu, u.rx_pmd
+        );
+        let counters: Vec<String> = u
+            .device_counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !counters.is_empty() {
+            let _ = writeln!(out, "  device counters: {}", counters.join(" "));
+        }
+    }
+    if let Some(t) = &d.tunnel {
+        let _ = writeln!(
+            out,
+            "{}: vxlan vni {} from {} over {}, {vlan}",
+            d.name, t.vni, t.local, t.uplink
+        );
+        for r in &t.remotes {
+            match &r.mac {
+                Some(m) => {
+                    let _ = writeln!(out, "  remote {} at {m}", r.ip);
+                }
+                None => {
+                    let _ = writeln!(out, "  remote {} unresolved (ARP pending)", r.ip);
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  largest inner frame: {} bytes, learned inner MACs: {}",
+            t.max_inner_frame, t.learned_macs
+        );
+    }
 }
 
 fn render_stats(reply: &StatsReply) -> String {
@@ -463,7 +536,10 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    use vswitch::ctl::{serve, CtlHandler, PmdStats, PortInfo, PortState, PortStats, QueueInfo};
+    use vswitch::ctl::{
+        serve, CtlHandler, DeviceInfo, LinkInfo, PmdStats, PortInfo, PortState, PortStats,
+        QueueInfo, RemoteVtepInfo, TunnelInfo, UplinkInfo,
+    };
     use vswitch::fdb::{FdbCounters, FdbEntry};
 
     #[derive(Default)]
@@ -494,6 +570,51 @@ mod tests {
                     mtu: Some(1500),
                     mac: None,
                 }],
+                devices: vec![
+                    DeviceInfo {
+                        name: "up0".into(),
+                        kind: "uplink".into(),
+                        vlan: None,
+                        uplink: Some(UplinkInfo {
+                            devargs: "net_af_packet0,iface=veth0".into(),
+                            driver: "dpdk net_af_packet".into(),
+                            role: "underlay".into(),
+                            mac: "02:00:00:00:00:0a".into(),
+                            mtu: 1500,
+                            link: LinkInfo {
+                                up: true,
+                                speed_mbps: 10000,
+                                full_duplex: true,
+                            },
+                            rx_pmd: 0,
+                            device_counters: BTreeMap::from([("ipackets".into(), 5)]),
+                        }),
+                        tunnel: None,
+                    },
+                    DeviceInfo {
+                        name: "vx0".into(),
+                        kind: "vxlan".into(),
+                        vlan: Some(10),
+                        uplink: None,
+                        tunnel: Some(TunnelInfo {
+                            vni: 42,
+                            local: "10.0.0.1".into(),
+                            uplink: "up0".into(),
+                            remotes: vec![
+                                RemoteVtepInfo {
+                                    ip: "10.0.0.2".into(),
+                                    mac: Some("02:00:00:00:00:0b".into()),
+                                },
+                                RemoteVtepInfo {
+                                    ip: "10.0.0.3".into(),
+                                    mac: None,
+                                },
+                            ],
+                            max_inner_frame: 1464,
+                            learned_macs: 1,
+                        }),
+                    },
+                ],
             }
         }
         fn stats(&self) -> StatsReply {
@@ -623,6 +744,23 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD"), "{out}");
+    }
+
+    #[test]
+    fn test_vswitchctl_show_uplinks_and_tunnels() {
+        let s = Server::start();
+        let out = s.run(&["show"]).unwrap();
+        for needle in [
+            "up0: uplink net_af_packet0,iface=veth0 (dpdk net_af_packet), underlay, link up 10000 Mb/s full-duplex",
+            "  mac: 02:00:00:00:00:0a, mtu: 1500, rx pmd: 0",
+            "  device counters: ipackets=5",
+            "vx0: vxlan vni 42 from 10.0.0.1 over up0, vlan 10",
+            "  remote 10.0.0.2 at 02:00:00:00:00:0b",
+            "  remote 10.0.0.3 unresolved (ARP pending)",
+            "  largest inner frame: 1464 bytes, learned inner MACs: 1",
+        ] {
+            assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+        }
     }
 
     #[test]
