@@ -58,6 +58,10 @@ fn main() {
     // DPDK's headers use GNU extensions and trip a few warnings we do not own.
     cc.flag_if_supported("-Wno-unused-parameter");
     cc.compile("nfv_dpdk_shim");
+    // The ring PMD's own API (rte_eth_from_rings: an ethdev over rings we made, for crossover
+    // pairs in tests and benchmarks) lives in the driver library, which libdpdk.pc does not
+    // list for shared linking.
+    println!("cargo:rustc-link-lib=rte_net_ring");
 
     let bindings = bindgen::Builder::default()
         .header("shim/shim.h")
@@ -93,6 +97,9 @@ fn main() {
         .allowlist_function("rte_pktmbuf_free_bulk")
         .allowlist_function("rte_mempool_free")
         .allowlist_function("rte_mempool_avail_count")
+        .allowlist_function("rte_ring_create")
+        .allowlist_function("rte_ring_free")
+        .allowlist_function("rte_eth_from_rings")
         .allowlist_var("RTE_MAX_ETHPORTS")
         .allowlist_var("RTE_ETH_NAME_MAX_LEN")
         .allowlist_var("RTE_ETH_LINK_.*")

@@ -15,6 +15,8 @@
 #include <rte_mempool.h>
 #include <rte_dev.h>
 #include <rte_version.h>
+#include <rte_ring.h>
+#include <rte_eth_ring.h>
 
 /* RTE_PKTMBUF_HEADROOM. */
 uint16_t nfv_pktmbuf_headroom(void);

@@ -182,7 +182,13 @@ pub struct DpdkPortSpec {
     pub devargs: String,
     /// Access VLAN when the port is bridged.
     pub vlan: Option<u16>,
+    /// IP MTU to configure; `None`: the device's own (1500 for most).
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
+
+/// IP MTUs a DPDK port may be given.
+pub const DPDK_MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9000;
 
 /// A VXLAN tunnel port as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +285,7 @@ CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     name = \"up0\"
     devargs = \"net_af_packet0,iface=eth1\"
     vlan = 10                # optional, when bridged
+    mtu = 1550               # optional, 1280..=9000
 
     [[vxlan]]
     name = \"vx42\"
@@ -364,6 +371,12 @@ struct Cli {
     #[arg(long = "dpdk-eal", value_name = "ARGS", allow_hyphen_values = true)]
     dpdk_eal: Option<String>,
 
+    /// Give DPDK port NAME an IP MTU of MTU bytes (1280..=9000; default: the device's, 1500
+    /// for most). A VXLAN underlay needs the tunnel's inner MTU + 50 to carry full-size frames
+    /// (1550 for 1500-byte guests). Repeatable, once per port.
+    #[arg(long = "dpdk-mtu", value_name = "NAME=MTU", allow_hyphen_values = true)]
+    dpdk_mtu: Vec<String>,
+
     /// Add a VXLAN tunnel port (RFC 7348) on segment VNI (0..=16777215) from this host's VTEP
     /// address LOCAL_IP to the listed remote VTEPs (flood and learn, head-end replication),
     /// over the DPDK port UPLINK. Frames whose encapsulation would exceed UPLINK's MTU
@@ -447,6 +460,7 @@ struct FileDpdkPort {
     name: String,
     devargs: String,
     vlan: Option<i64>,
+    mtu: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -579,10 +593,15 @@ fn build(
             .vlan
             .map(|v| vlan_from_i64(&p.name, v, &v.to_string()))
             .transpose()?;
+        let mtu = p
+            .mtu
+            .map(|m| mtu_from_i64(&p.name, m, &m.to_string()))
+            .transpose()?;
         dpdk_ports.push(DpdkPortSpec {
             name: p.name,
             devargs: p.devargs,
             vlan,
+            mtu,
         });
     }
     for value in &cli.dpdk_port {
@@ -591,6 +610,7 @@ fn build(
             name: name.to_owned(),
             devargs: devargs.to_owned(),
             vlan: None,
+            mtu: None,
         });
     }
     let mut vxlan = Vec::new();
@@ -643,8 +663,13 @@ fn build(
         }
     }
     validate_tunnels(&vxlan, &dpdk_by_name)?;
-    if !cfg!(feature = "dpdk") && (!dpdk_ports.is_empty() || cli.dpdk_eal.is_some()) {
-        return Err(ConfigError::DpdkNotBuilt);
+
+    let mut mtu_set = BTreeSet::new();
+    for value in &cli.dpdk_mtu {
+        let (name, m) = split_assignment("--dpdk-mtu", value, "NAME=MTU")?;
+        let i = port_index(&dpdk_by_name, "--dpdk-mtu", name, &mut mtu_set)?;
+        let parsed = m.trim().parse::<i64>().unwrap_or(-1);
+        dpdk_ports[i].mtu = Some(mtu_from_i64(name, parsed, m)?);
     }
 
     let mut vlan_set = BTreeSet::new();
@@ -688,6 +713,9 @@ fn build(
 
     for port in &ports {
         port.validate()?;
+    }
+    if !cfg!(feature = "dpdk") && (!dpdk_ports.is_empty() || cli.dpdk_eal.is_some()) {
+        return Err(ConfigError::DpdkNotBuilt);
     }
 
     let pmd_sleep_max_us = match &cli.pmd_sleep_max {
@@ -820,6 +848,17 @@ fn build(
         dpdk_ports,
         vxlan,
     })
+}
+
+fn mtu_from_i64(port: &str, m: i64, text: &str) -> Result<u16, ConfigError> {
+    match u16::try_from(m) {
+        Ok(m) if DPDK_MTU_RANGE.contains(&m) => Ok(m),
+        _ => Err(ConfigError::BadArgument {
+            option: "--dpdk-mtu",
+            value: format!("{port}={text}"),
+            expected: "an IP MTU in 1280..=9000",
+        }),
+    }
 }
 
 /// DPDK device arguments: not empty, no whitespace (they are one argument to the EAL).
@@ -1703,6 +1742,201 @@ path = "/tmp/b.sock"
     fn test_config_unknown_option() {
         let err = parse(&["--vhost-sever", "a=/b"]).unwrap_err();
         assert!(matches!(err, ConfigError::Cli(_)), "{err}");
+    }
+
+    #[test]
+    fn vxlan_spec_parsed() {
+        let v = parse_vxlan("vx0=10.0.0.1,10.0.0.2,10.0.0.3,42,up0").unwrap();
+        assert_eq!(v.name, "vx0");
+        assert_eq!(v.local, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            v.remotes,
+            vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)]
+        );
+        assert_eq!((v.vni, v.uplink.as_str()), (42, "up0"));
+    }
+
+    #[test]
+    fn test_config_vxlan_bad_specs() {
+        for (bad, needle) in [
+            ("vx0", "no `=`"),
+            ("vx0=10.0.0.1,42,up0", "at least 4"),
+            ("vx0=10.0.0.300,10.0.0.2,42,up0", "not an IPv4 address"),
+            ("vx0=0.0.0.0,10.0.0.2,42,up0", "not a unicast"),
+            ("vx0=10.0.0.1,224.0.0.1,42,up0", "not a unicast"),
+            ("vx0=10.0.0.1,10.0.0.1,42,up0", "is the local address"),
+            ("vx0=10.0.0.1,10.0.0.2,10.0.0.2,42,up0", "listed twice"),
+            ("vx0=10.0.0.1,10.0.0.2,16777216,up0", "VNI"),
+            ("vx0=10.0.0.1,10.0.0.2,-1,up0", "VNI"),
+            ("vx0=10.0.0.1,10.0.0.2,42,", "uplink name is empty"),
+        ] {
+            let err = parse(&["--vxlan", bad]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadVxlan { value, reason } if value == bad && reason.contains(needle)),
+                "{bad}: {err}"
+            );
+        }
+        let many: Vec<String> = (2..20).map(|i| format!("10.0.0.{i}")).collect();
+        let arg = format!("vx0=10.0.0.1,{},42,up0", many.join(","));
+        let err = parse(&["--vxlan", &arg]).unwrap_err();
+        assert!(err.to_string().contains("at most 16"), "{err}");
+    }
+
+    #[test]
+    fn test_config_vxlan_uplink_not_a_dpdk_port() {
+        let err = parse(&[
+            "--vhost-server",
+            "up0=/tmp/a.sock",
+            "--vxlan",
+            "vx0=10.0.0.1,10.0.0.2,42,up0",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("not a --dpdk-port"), "{err}");
+    }
+
+    #[test]
+    fn test_config_vxlan_same_vni_twice_on_one_uplink() {
+        let err = parse(&[
+            "--dpdk-port",
+            "up0=net_ring0",
+            "--vxlan",
+            "vx0=10.0.0.1,10.0.0.2,42,up0",
+            "--vxlan",
+            "vx1=10.0.0.1,10.0.0.3,42,up0",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("already carries VNI 42"), "{err}");
+    }
+
+    #[test]
+    fn test_config_device_port_names_shared_with_vhost_ports() {
+        for args in [
+            &[
+                "--vhost-server",
+                "a=/tmp/a.sock",
+                "--dpdk-port",
+                "a=net_ring0",
+            ][..],
+            &["--dpdk-port", "a=net_ring0", "--dpdk-port", "a=net_ring1"][..],
+            &[
+                "--dpdk-port",
+                "up0=net_ring0",
+                "--vxlan",
+                "up0=10.0.0.1,10.0.0.2,42,up0",
+            ][..],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::DuplicatePortName(_)),
+                "{args:?}: {err}"
+            );
+        }
+        let err = parse(&["--dpdk-port", "b=net_tap0, iface=x"]).unwrap_err();
+        assert!(err.to_string().contains("whitespace"), "{err}");
+    }
+
+    #[test]
+    fn test_config_port_vlan_on_underlay_refused() {
+        let err = parse(&[
+            "--dpdk-port",
+            "up0=net_ring0",
+            "--vxlan",
+            "vx0=10.0.0.1,10.0.0.2,42,up0",
+            "--port-vlan",
+            "up0=10",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("carries VXLAN tunnels"), "{err}");
+    }
+
+    #[test]
+    fn test_config_dpdk_mtu_out_of_range() {
+        for bad in ["1279", "9001", "big"] {
+            let arg = format!("up0={bad}");
+            let err = parse(&["--dpdk-port", "up0=net_ring0", "--dpdk-mtu", &arg]).unwrap_err();
+            assert!(err.to_string().contains("1280..=9000"), "{bad}: {err}");
+        }
+        let err = parse(&["--dpdk-mtu", "ghost=1500"]).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownPort { .. }), "{err}");
+    }
+
+    #[test]
+    fn pci_devargs_recognised() {
+        assert!(is_pci_devargs("0000:01:00.0"));
+        assert!(is_pci_devargs("01:00.1,rx_queues=2"));
+        assert!(!is_pci_devargs("net_ring0"));
+        assert!(!is_pci_devargs("net_af_packet0,iface=eth1"));
+        assert!(!is_pci_devargs("net_tap0,iface=a:b.c"));
+    }
+
+    #[cfg(feature = "dpdk")]
+    #[test]
+    fn dpdk_ports_and_tunnels_configured() {
+        let c = parse(&[
+            "--vhost-server",
+            "vm1=/tmp/vm1.sock",
+            "--dpdk-port",
+            "up0=net_af_packet0,iface=veth0",
+            "--dpdk-port",
+            "up1=net_ring0",
+            "--dpdk-mtu",
+            "up0=1550",
+            "--vxlan",
+            "vx0=10.0.0.1,10.0.0.2,42,up0",
+            "--port-vlan",
+            "vx0=10",
+            "--port-vlan",
+            "up1=20",
+            "--dpdk-eal",
+            "-l 0 --no-huge  -m 256",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.dpdk_ports,
+            vec![
+                DpdkPortSpec {
+                    name: "up0".into(),
+                    devargs: "net_af_packet0,iface=veth0".into(),
+                    vlan: None,
+                    mtu: Some(1550),
+                },
+                DpdkPortSpec {
+                    name: "up1".into(),
+                    devargs: "net_ring0".into(),
+                    vlan: Some(20),
+                    mtu: None,
+                },
+            ]
+        );
+        assert_eq!(c.vxlan[0].vlan, Some(10));
+        assert!(c.is_underlay("up0") && !c.is_underlay("up1"));
+        assert_eq!(
+            c.dpdk_eal,
+            Some(vec![
+                "-l".into(),
+                "0".into(),
+                "--no-huge".into(),
+                "-m".into(),
+                "256".into()
+            ])
+        );
+        let file = parse_file_args(
+            "dpdk_eal = \"--no-huge\"\n[[dpdk_port]]\nname = \"u\"\ndevargs = \"net_ring0\"\nmtu = 1600\n[[vxlan]]\nname = \"v\"\nlocal = \"10.1.0.1\"\nremotes = [\"10.1.0.2\"]\nvni = 7\nuplink = \"u\"\nvlan = 3\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(file.dpdk_ports[0].mtu, Some(1600));
+        assert_eq!(file.vxlan[0].vni, 7);
+        assert_eq!(file.vxlan[0].vlan, Some(3));
+        assert_eq!(file.dpdk_eal, Some(vec!["--no-huge".into()]));
+    }
+
+    #[cfg(not(feature = "dpdk"))]
+    #[test]
+    fn test_config_dpdk_port_without_the_feature() {
+        let err = parse(&["--dpdk-port", "up0=net_ring0"]).unwrap_err();
+        assert!(matches!(err, ConfigError::DpdkNotBuilt), "{err}");
+        assert!(err.to_string().contains("--features dpdk"), "{err}");
     }
 
     #[test]

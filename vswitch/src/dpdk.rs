@@ -185,9 +185,33 @@ fn register_thread() {
     }
 }
 
+/// Rings under `net_ring` ports we made ([`EthDev::crossover`]), freed after both ports.
+struct Rings(Vec<*mut sys::rte_ring>);
+
+// SAFETY: rte_rings are multi-thread safe (created multi-producer/multi-consumer); the pointers
+// are only freed, once, in Drop.
+unsafe impl Send for Rings {}
+// SAFETY: as above.
+unsafe impl Sync for Rings {}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        if *CLEANED_UP.lock().unwrap_or_else(|p| p.into_inner()) {
+            return;
+        }
+        for &r in &self.0 {
+            // SAFETY: rings we created; both ports over them are closed (each holds this Arc
+            // until after its close).
+            unsafe { sys::rte_ring_free(r) };
+        }
+    }
+}
+
 /// An open DPDK port with its mbuf pool.
 pub struct EthDev {
     port: u16,
+    /// For a crossover port: its rings, released after the port is closed.
+    _rings: Option<Arc<Rings>>,
     name: String,
     driver: String,
     pool: *mut sys::rte_mempool,
@@ -232,20 +256,67 @@ fn port_name(port: u16) -> String {
 
 impl EthDev {
     /// Probes the device `devargs` (hotplug: the EAL must be up), configures one receive queue
-    /// and a transmit queue per poll thread (as many as the device has), starts it in
-    /// promiscuous mode.
-    pub fn open(devargs: &str, pmds: usize) -> Result<Arc<EthDev>, String> {
+    /// and a transmit queue per poll thread (as many as the device has) and, when given, its IP
+    /// MTU, and starts it in promiscuous mode.
+    pub fn open(devargs: &str, pmds: usize, mtu: Option<u16>) -> Result<Arc<EthDev>, String> {
         if !matches!(EAL.get(), Some(Ok(_))) {
             return Err("the DPDK EAL is not initialised".to_owned());
         }
         let dname = devargs.split(',').next().unwrap_or(devargs).to_owned();
+        let port = EthDev::probe(devargs, &dname)?;
+        EthDev::setup(port, dname, pmds, mtu, None).map(Arc::new)
+    }
+
+    /// Two `net_ring` ports joined like a crossover cable: what one transmits the other
+    /// receives. For tests and benchmarks that need a DPDK device with a far end of their own
+    /// (the `net_ring` vdev alone is a loopback).
+    pub fn crossover(name: &str, pmds: usize) -> Result<(Arc<EthDev>, Arc<EthDev>), String> {
+        if !matches!(EAL.get(), Some(Ok(_))) {
+            return Err("the DPDK EAL is not initialised".to_owned());
+        }
+        let ring = |suffix: &str| -> Result<*mut sys::rte_ring, String> {
+            let n = CString::new(format!("{name}_{suffix}")).map_err(|e| e.to_string())?;
+            // SAFETY: a NUL-terminated name; a power-of-two size; default (MP/MC) flags.
+            let r = unsafe { sys::rte_ring_create(n.as_ptr(), 4096, 0, 0) };
+            if r.is_null() {
+                Err(format!("ring {name}_{suffix}: {}", rte_error()))
+            } else {
+                Ok(r)
+            }
+        };
+        let rings = Arc::new(Rings(vec![ring("ab")?, ring("ba")?]));
+        let mut ends = Vec::new();
+        for (end, rx, tx) in [("a", 1, 0), ("b", 0, 1)] {
+            let pname = format!("{name}_{end}");
+            let c = CString::new(pname.clone()).map_err(|e| e.to_string())?;
+            let (rxr, txr) = (rings.0[rx], rings.0[tx]);
+            // SAFETY: a NUL-terminated port name, one valid ring each way (kept alive by
+            // `rings`, which both ports hold until they are closed).
+            let port = unsafe { sys::rte_eth_from_rings(c.as_ptr(), &rxr, 1, &txr, 1, 0) };
+            let port =
+                u16::try_from(port).map_err(|_| format!("ring port {pname}: {}", rte_error()))?;
+            ends.push(Arc::new(EthDev::setup(
+                port,
+                pname,
+                pmds,
+                None,
+                Some(rings.clone()),
+            )?));
+        }
+        let b = ends.pop().ok_or("no port")?;
+        let a = ends.pop().ok_or("no port")?;
+        Ok((a, b))
+    }
+
+    /// Probes a device and returns its (first) ethdev port.
+    fn probe(devargs: &str, dname: &str) -> Result<u16, String> {
         let before = valid_ports();
         let c = CString::new(devargs).map_err(|_| "devargs contain a NUL".to_owned())?;
         // SAFETY: a NUL-terminated devargs string; the EAL is up.
         let rc = unsafe { sys::rte_dev_probe(c.as_ptr()) };
         let after = valid_ports();
-        let port = match after.iter().find(|p| !before.contains(p)) {
-            Some(&p) => p,
+        match after.iter().find(|p| !before.contains(p)) {
+            Some(&p) => Ok(p),
             // Given in --dpdk-eal (--vdev/-a) already: find it by name.
             None => after
                 .iter()
@@ -257,8 +328,18 @@ impl EthDev {
                     } else {
                         format!("DPDK device `{devargs}` has no ethdev port")
                     }
-                })?,
-        };
+                }),
+        }
+    }
+
+    /// Configures and starts a probed port with its pool and queues.
+    fn setup(
+        port: u16,
+        dname: String,
+        pmds: usize,
+        mtu: Option<u16>,
+        rings: Option<Arc<Rings>>,
+    ) -> Result<EthDev, String> {
         let mut info = sys::rte_eth_dev_info::default();
         // SAFETY: a valid port id and a struct of the right type to fill.
         let rc = unsafe { sys::rte_eth_dev_info_get(port, &mut info) };
@@ -275,7 +356,16 @@ impl EthDev {
         };
         let want_tx = u16::try_from(pmds.max(1)).unwrap_or(u16::MAX);
         let nb_tx = want_tx.min(info.max_tx_queues.max(1));
-        let conf = sys::rte_eth_conf::default();
+        let mut conf = sys::rte_eth_conf::default();
+        if let Some(m) = mtu {
+            if m < info.min_mtu || m > info.max_mtu {
+                return Err(format!(
+                    "{dname}: MTU {m} is outside what the device takes ({}..={})",
+                    info.min_mtu, info.max_mtu
+                ));
+            }
+            conf.rxmode.mtu = u32::from(m);
+        }
         // SAFETY: valid port, one rx queue, nb_tx <= max_tx_queues, a default configuration.
         let rc = unsafe { sys::rte_eth_dev_configure(port, 1, nb_tx, &conf) };
         if rc != 0 {
@@ -309,6 +399,7 @@ impl EthDev {
         // From here on, Drop closes the port and frees the pool.
         let mut dev = EthDev {
             port,
+            _rings: rings,
             name: dname.clone(),
             driver,
             pool,
@@ -350,7 +441,7 @@ impl EthDev {
             dev.driver,
             if dev.tx_shared { " shared by the poll threads" } else { "" }
         );
-        Ok(Arc::new(dev))
+        Ok(dev)
     }
 
     pub fn port_id(&self) -> u16 {

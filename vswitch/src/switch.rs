@@ -163,7 +163,7 @@ impl Switch {
     #[cfg(feature = "dpdk")]
     pub fn add_configured_devices(&self, cfg: &Config) -> Result<(), String> {
         for p in &cfg.dpdk_ports {
-            let dev = crate::dpdk::EthDev::open(&p.devargs, self.pmds.len())
+            let dev = crate::dpdk::EthDev::open(&p.devargs, self.pmds.len(), p.mtu)
                 .map_err(|e| format!("--dpdk-port {}: {e}", p.name))?;
             let role = if cfg.is_underlay(&p.name) {
                 UplinkRole::Underlay
