@@ -846,3 +846,52 @@ pub fn write_file(path: &Path, text: &str) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     f.write_all(text.as_bytes()).expect("write fixture");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A process's descriptors and mappings, for leak checks.
+
+/// Targets of the open file descriptors of process `pid` (`/proc/<pid>/fd/*`).
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Number of open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// Descriptors of process `pid` open on a memfd named exactly `name` (whose target reads
+/// `/memfd:NAME (deleted)`).
+pub fn memfd_fds(pid: u32, name: &str) -> usize {
+    let want = format!("/memfd:{name} (deleted)");
+    fd_targets(pid).iter().filter(|t| **t == want).count()
+}
+
+/// Mappings (lines of `/proc/<pid>/maps`) of the memfd named exactly `name`.
+pub fn memfd_mappings(pid: u32, name: &str) -> usize {
+    let want = format!("/memfd:{name} (deleted)");
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(&want))
+        .count()
+}
+
+/// Resident set size of process `pid`, in KiB (0 if unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
