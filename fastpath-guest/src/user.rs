@@ -60,12 +60,19 @@ impl PeerQueue {
             mmap_offset: 0,
         };
         let keep: Arc<dyn std::any::Any + Send + Sync> = region.clone();
+        let page = nix::sys::stat::fstat(region.fd())
+            .map(|st| usize::try_from(st.st_blksize).unwrap_or(4096))
+            .unwrap_or(4096);
+        // The owner can shrink its file under us: shield the mapping (see vhost_user::sigbus).
+        let shield = vhost_user::sigbus::register(region.as_ptr(), region.len(), page);
         #[allow(unsafe_code)]
         // SAFETY: `region` maps exactly `region_len` bytes of the peer's region and stays mapped
         // while `keep` (a clone of its Arc) lives, which the GuestMemory holds; the memory is
         // only touched inside `views.enter(view, ..)`, where the view makes it accessible (an
         // access outside is a violation, caught by eptp-views, not undefined behaviour here).
-        let r = unsafe { vhost_user::memory::Region::from_external(desc, region.as_ptr(), keep) }?;
+        let r = unsafe {
+            vhost_user::memory::Region::from_external(desc, region.as_ptr(), keep, shield)
+        }?;
         let mem = Arc::new(GuestMemory::single(r));
         let counters = Arc::new(QueueCounters::default());
         let features = QueueFeatures {

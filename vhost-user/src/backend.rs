@@ -178,15 +178,16 @@ impl Backend {
     /// keeps its slots, and each new connection gets a new `Backend` over them.
     pub fn new(cfg: BackendConfig, slots: Arc<[QueueSlot]>) -> Backend {
         let counters = (0..slots.len()).map(|_| Arc::default()).collect();
-        Backend::with_counters(cfg, slots, counters)
+        Backend::with_counters(cfg, slots, counters, Arc::default())
     }
 
-    /// Like [`Backend::new`], with queue error counters the caller keeps across connections
-    /// (one per slot; missing ones are created).
+    /// Like [`Backend::new`], with counters the caller keeps across connections: queue error
+    /// counters (one per slot; missing ones are created) and message counters.
     pub fn with_counters(
         cfg: BackendConfig,
         slots: Arc<[QueueSlot]>,
         counters: Vec<Arc<QueueCounters>>,
+        messages: Arc<BackendCounters>,
     ) -> Backend {
         let nq = slots.len();
         let net_config = NetConfig {
@@ -213,7 +214,7 @@ impl Backend {
             net_config,
             backend_req: None,
             info: Arc::new(Mutex::new(DeviceInfo::default())),
-            counters: Arc::new(BackendCounters::default()),
+            counters: messages,
         }
     }
 
@@ -694,18 +695,10 @@ impl Backend {
         if !v.started || !enabled {
             return;
         }
-        let call = match v.call.as_ref().map(|f| f.try_clone()).transpose() {
-            Ok(c) => c.map(|fd| {
-                #[allow(unsafe_code)]
-                // SAFETY: the frontend passed this fd as a vring call eventfd; if it is some
-                // other kind of file, writes of 8 bytes fail or land in that file of the
-                // frontend's own choosing, which cannot hurt us.
-                unsafe {
-                    EventFd::from_owned_fd(fd)
-                }
-            }),
+        let call = match v.call.as_ref().map(nonblocking_call_fd).transpose() {
+            Ok(c) => c,
             Err(e) => {
-                v.error = Some(format!("duplicating call fd: {e}"));
+                v.error = Some(format!("call fd: {e}"));
                 return;
             }
         };
@@ -821,6 +814,23 @@ fn ack(conn: &mut Connection, hdr: &Header, acks: bool, ok: bool) -> Result<()> 
         conn.send(&hdr.reply_to(8), &v, &[])?;
     }
     Ok(())
+}
+
+/// Our handle on a frontend's call eventfd, made non-blocking: it is written from a poll thread,
+/// which must never wait on a guest. A call fd that does not drain (an eventfd whose counter the
+/// guest pushed near its limit, or a socket nobody reads) then costs a failed write, not a
+/// frozen switch. (O_NONBLOCK is a property of the open file the frontend shares with us;
+/// QEMU and DPDK use their call eventfds non-blocking themselves.)
+fn nonblocking_call_fd(fd: &OwnedFd) -> std::io::Result<EventFd> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let dup = fd.try_clone()?;
+    let flags = OFlag::from_bits_truncate(fcntl(&dup, FcntlArg::F_GETFL)?);
+    fcntl(&dup, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    #[allow(unsafe_code)]
+    // SAFETY: EventFd only writes and reads 8-byte counters on the fd; on a file that is not an
+    // eventfd those calls fail or reach a file of the frontend's own choosing, and now never
+    // block. The fd is our own duplicate.
+    Ok(unsafe { EventFd::from_owned_fd(dup) })
 }
 
 enum Reply {

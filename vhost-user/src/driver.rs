@@ -26,6 +26,9 @@ use crate::virtq::QueueLayout;
 #[derive(Debug)]
 pub struct DriverMemory {
     fd: OwnedFd,
+    /// Before `map`: it must be dropped before the unmap. Held, never read: what the shield
+    /// does happens in the SIGBUS handler.
+    _shield: Option<crate::sigbus::Guard>,
     map: Mapping,
     gpa_base: u64,
     next: usize,
@@ -42,8 +45,12 @@ impl DriverMemory {
     pub fn with_gpa_base(name: &str, size: usize, huge: bool, gpa_base: u64) -> Result<Self> {
         let fd = create_memfd(name, size as u64, huge).map_err(Error::Mmap)?;
         let map = Mapping::map_shared(&fd, size).map_err(Error::Mmap)?;
+        // The device side holds our memory file too and could shrink it: shield the mapping.
+        let page = if huge { 2 << 20 } else { 4096 };
+        let shield = crate::sigbus::register(map.as_ptr(), map.len(), page);
         Ok(DriverMemory {
             fd,
+            _shield: shield,
             map,
             gpa_base,
             next: 0,

@@ -35,4 +35,5 @@ pub mod memory;
 pub mod mmap;
 pub mod net;
 pub mod ring;
+pub mod sigbus;
 pub mod virtq;

@@ -52,6 +52,8 @@ unsafe impl Sync for Backing {}
 #[derive(Debug)]
 pub struct Region {
     pub desc: MemRegionDesc,
+    /// Before `backing`: fields drop in order, and the shield must go before the unmap.
+    shield: Option<crate::sigbus::Guard>,
     backing: Backing,
     fd: Option<OwnedFd>,
 }
@@ -78,8 +80,11 @@ impl Region {
                 "memory region larger than the address space",
             ))?;
         let map = Mapping::map_shared(&fd, map_len).map_err(Error::Mmap)?;
+        // The file's length was checked, but the peer may shrink it later: shield the mapping.
+        let shield = crate::sigbus::register(map.as_ptr(), map.len(), crate::usize_of(blk));
         Ok(Region {
             desc,
+            shield,
             backing: Backing::Owned(map),
             fd: Some(fd),
         })
@@ -99,10 +104,12 @@ impl Region {
         desc: MemRegionDesc,
         base: *mut u8,
         keep: Arc<dyn std::any::Any + Send + Sync>,
+        shield: Option<crate::sigbus::Guard>,
     ) -> Result<Region> {
         desc.validate()?;
         Ok(Region {
             desc,
+            shield,
             backing: Backing::External { base, _keep: keep },
             fd: None,
         })
@@ -117,6 +124,12 @@ impl Region {
                 .wrapping_add(crate::usize_of(self.desc.mmap_offset)),
             Backing::External { base, .. } => *base,
         }
+    }
+
+    /// Whether the peer shrank the region's file under us (see [`crate::sigbus`]).
+    #[inline]
+    pub fn poisoned(&self) -> bool {
+        self.shield.as_ref().is_some_and(|g| g.poisoned())
     }
 
     /// The file behind the region, when this crate mapped it from one.
@@ -222,6 +235,12 @@ impl GuestMemory {
             ));
         }
         Ok(GuestMemory { regions: keep })
+    }
+
+    /// Whether any region's file was shrunk under us.
+    #[inline]
+    pub fn poisoned(&self) -> bool {
+        self.regions.iter().any(|r| r.poisoned())
     }
 
     pub fn regions(&self) -> impl Iterator<Item = &Region> {

@@ -63,10 +63,12 @@ pub enum ChainError {
     TooShort,
     /// The avail index ran more than a queue ahead: the ring is broken.
     AvailOverrun,
+    /// The guest shrank its memory file under the queue: the ring is broken.
+    MemoryTruncated,
 }
 
 impl ChainError {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [ChainError; Self::COUNT] = [
         ChainError::HeadOutOfRange,
         ChainError::NextOutOfRange,
@@ -79,6 +81,7 @@ impl ChainError {
         ChainError::ChainTooLong,
         ChainError::TooShort,
         ChainError::AvailOverrun,
+        ChainError::MemoryTruncated,
     ];
 
     /// Counter name, as `vswitchctl stats` shows it.
@@ -95,6 +98,7 @@ impl ChainError {
             ChainError::ChainTooLong => "chain_too_long",
             ChainError::TooShort => "too_short",
             ChainError::AvailOverrun => "avail_overrun",
+            ChainError::MemoryTruncated => "memory_truncated",
         }
     }
 }
@@ -606,6 +610,14 @@ impl DeviceQueue {
     #[inline]
     fn refresh_avail(&mut self) -> u16 {
         if self.broken {
+            return 0;
+        }
+        if self.mem.poisoned() {
+            self.broken = true;
+            self.counters.count(ChainError::MemoryTruncated);
+            tracing::error!(
+                "guest memory file shrunk under a running queue: queue stopped until the frontend resets it"
+            );
             return 0;
         }
         let idx = self.ring.avail_idx();

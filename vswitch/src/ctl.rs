@@ -87,6 +87,9 @@ pub struct QueueInfo {
     pub size: u16,
     /// The PMD polling it (transmit queues) or `None`.
     pub pmd: Option<usize>,
+    /// Why the queue could not start (a ring outside guest memory, ...), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +185,10 @@ pub struct PortStats {
     /// receive queues), the detail behind some of the drops.
     #[serde(default)]
     pub ring_errors: BTreeMap<String, u64>,
+    /// vhost-user messages: `requests` served, `refused` (answered with a failure or closed),
+    /// `unknown` (request codes this switch does not know).
+    #[serde(default)]
+    pub control: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -719,6 +726,7 @@ pub(crate) mod testing {
                     started: true,
                     size: 256,
                     pmd: None,
+                    error: None,
                 },
                 QueueInfo {
                     index: 1,
@@ -726,6 +734,7 @@ pub(crate) mod testing {
                     started: true,
                     size: 256,
                     pmd: Some(0),
+                    error: None,
                 },
             ],
             mtu: Some(1500),
@@ -756,6 +765,7 @@ pub(crate) mod testing {
                     tx_bytes: 576,
                     drops: BTreeMap::from([("tx_ring_full".into(), 1)]),
                     ring_errors: BTreeMap::new(),
+                    control: BTreeMap::new(),
                 }],
             }
         }

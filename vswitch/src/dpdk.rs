@@ -270,7 +270,11 @@ impl EthDev {
     /// Two `net_ring` ports joined like a crossover cable: what one transmits the other
     /// receives. For tests and benchmarks that need a DPDK device with a far end of their own
     /// (the `net_ring` vdev alone is a loopback).
-    pub fn crossover(name: &str, pmds: usize) -> Result<(Arc<EthDev>, Arc<EthDev>), String> {
+    pub fn crossover(
+        name: &str,
+        pmds: usize,
+        mtu: Option<u16>,
+    ) -> Result<(Arc<EthDev>, Arc<EthDev>), String> {
         if !matches!(EAL.get(), Some(Ok(_))) {
             return Err("the DPDK EAL is not initialised".to_owned());
         }
@@ -299,7 +303,7 @@ impl EthDev {
                 port,
                 pname,
                 pmds,
-                None,
+                mtu,
                 Some(rings.clone()),
             )?));
         }

@@ -241,6 +241,8 @@ pub struct Port {
     pub slots: Arc<[QueueSlot]>,
     /// Error counters of each virtqueue, kept across reconnections.
     pub queue_counters: Vec<Arc<QueueCounters>>,
+    /// vhost-user messages served and refused, kept across reconnections.
+    pub messages: Arc<vhost_user::backend::BackendCounters>,
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
     pub status: Mutex<PortStatus>,
@@ -265,6 +267,7 @@ impl Port {
             mac,
             slots,
             queue_counters: (0..nq).map(|_| Arc::default()).collect(),
+            messages: Arc::default(),
             counters: counter_blocks(pmds),
             status: Mutex::new(PortStatus {
                 pmd_of_queue: vec![None; nq],

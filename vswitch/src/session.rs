@@ -209,7 +209,12 @@ fn run_connection(
         mac: port.mac,
         mtu: 9000,
     };
-    let mut backend = Backend::with_counters(cfg, port.slots.clone(), port.queue_counters.clone());
+    let mut backend = Backend::with_counters(
+        cfg,
+        port.slots.clone(),
+        port.queue_counters.clone(),
+        port.messages.clone(),
+    );
     // The kernel's word on who is at the other end: the hooks grant fast-path channels only to
     // the process that is this port's frontend.
     let pid = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)

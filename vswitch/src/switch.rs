@@ -491,6 +491,7 @@ impl Switch {
                     started: q.is_some_and(|q| q.running),
                     size: q.map_or(0, |q| q.size),
                     pmd: st.pmd_of_queue.get(i).copied().flatten(),
+                    error: q.and_then(|q| q.error.clone()),
                 }
             })
             .collect();
@@ -538,6 +539,15 @@ impl Switch {
             tx_bytes: port.sum(|b| &b.tx_bytes),
             drops,
             ring_errors,
+            control: {
+                use std::sync::atomic::Ordering::Relaxed;
+                let m = &port.messages;
+                BTreeMap::from([
+                    ("requests".to_owned(), m.requests.load(Relaxed)),
+                    ("refused".to_owned(), m.refused.load(Relaxed)),
+                    ("unknown".to_owned(), m.unknown.load(Relaxed)),
+                ])
+            },
         }
     }
 }
@@ -556,6 +566,7 @@ fn device_stats(name: &str, counters: &[CounterBlock], reasons: &[Drop]) -> Port
             .map(|&d| (d.name().to_owned(), sum(&|b| ld(&b.drops[d as usize]))))
             .collect(),
         ring_errors: BTreeMap::new(),
+        control: BTreeMap::new(),
     }
 }
 

@@ -2661,11 +2661,6 @@ fn test_hostile_reply_flag_on_a_request() {
 // Descriptors and memory H changes behind the switch's back after they were checked.
 
 #[test]
-#[ignore = "BUG: vhost-user/src/virtq.rs:753 DeviceQueue::flush notifies with a blocking write(2) \
-            on the frontend's call fd, from the PMD thread (backend.rs:700 takes the fd as it comes, \
-            without O_NONBLOCK): a call fd that never drains (a socket nobody reads; an eventfd \
-            whose counter the guest set near its maximum) blocks the PMD in sock_alloc_send_pskb \
-            after ~280 notifications, and every port stops forwarding"]
 fn test_hostile_call_fd_that_blocks() {
     let mut r = rig("call-blocks");
     let name = memfd_name("call-blocks", "mem");
@@ -2705,10 +2700,6 @@ fn test_hostile_call_fd_that_blocks() {
 }
 
 #[test]
-#[ignore = "BUG: vhost-user/src/memory.rs:65 checks that the region's file covers the region only \
-            before mmap; the frontend may ftruncate its memfd afterwards (nothing asks for \
-            F_SEAL_SHRINK), and the PMD's next read of the ring (virtq.rs:611 refresh_avail) takes \
-            SIGBUS: the whole switch dies (killed by signal 7)"]
 fn test_hostile_memory_file_shrunk_after_check() {
     let mut r = rig("shrunk");
     let name = memfd_name("shrunk", "mem");

@@ -566,6 +566,7 @@ mod tests {
                         started: true,
                         size: 256,
                         pmd: Some(0),
+                        error: None,
                     }],
                     mtu: Some(1500),
                     mac: None,
@@ -627,6 +628,7 @@ mod tests {
                     tx_bytes: 9,
                     drops: BTreeMap::from([("tx_ring_full".into(), 3), ("rx_bad_chain".into(), 0)]),
                     ring_errors: BTreeMap::new(),
+                    control: BTreeMap::new(),
                 }],
             }
         }
