@@ -447,12 +447,10 @@ impl Forwarder {
         let mut replies = ArpReplies::default();
         if n > 0 || dropped > 0 {
             let c = &up.port.counters[self.id];
-            let mut bytes = 0u64;
-            for i in 0..n {
-                bytes += up.io.frame(i).len() as u64;
-            }
-            bump(&c.rx_packets, n as u64 + dropped);
-            bump(&c.rx_bytes, bytes);
+            // Frames the device could not hand over count as received and dropped here; the
+            // others are counted by the switching pass (bridged) or right here (underlay,
+            // whose switching pass counts the tunnel's).
+            bump(&c.rx_packets, dropped);
             c.drop(Drop::RxTooBig, dropped);
             match up.port.role {
                 UplinkRole::Bridged => {
@@ -468,7 +466,15 @@ impl Forwarder {
                     };
                     self.switch_burst(&src, &b);
                 }
-                UplinkRole::Underlay => self.decap_burst(&up, n, now, &mut replies),
+                UplinkRole::Underlay => {
+                    let mut bytes = 0u64;
+                    for i in 0..n {
+                        bytes += up.io.frame(i).len() as u64;
+                    }
+                    bump(&c.rx_packets, n as u64);
+                    bump(&c.rx_bytes, bytes);
+                    self.decap_burst(&up, n, now, &mut replies);
+                }
             }
             up.io.rx_release();
         }

@@ -37,7 +37,7 @@ fn eal() {
 fn ring_pair() -> (Arc<EthDev>, Arc<EthDev>) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    EthDev::crossover(&format!("test{n}"), 1).expect("crossover ports")
+    EthDev::crossover(&format!("test{n}"), 1, None).expect("crossover ports")
 }
 
 fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {

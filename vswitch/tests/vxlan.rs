@@ -545,6 +545,9 @@ fn bridged_uplink_switches_both_ways() {
     a.step();
     assert_eq!(a.recv(), back);
     assert_eq!(a.shared.fdb.lookup(0, GUEST_B, 0), Some(1));
+    assert_eq!(a.up.sum(|c| &c.rx_packets), 50, "each frame counted once");
+    let bytes: usize = back.iter().map(Vec::len).sum();
+    assert_eq!(a.up.sum(|c| &c.rx_bytes), bytes as u64);
     // Guest -> wire, unicast now, bigger than the uplink's MTU allows: dropped, counted.
     a.send(&[
         frame(GUEST_B, GUEST_A, 1515, 1),
