@@ -198,7 +198,7 @@ struct NsSwitch {
 impl NsSwitch {
     /// Starts `vswitch ARGS` in `ns` with a control socket and a server port `g`, and waits for
     /// both sockets.
-    fn start(ns: &Netns, test: &str, core: usize, args: &[String]) -> NsSwitch {
+    fn start(ns: &Netns, test: &str, cores: &str, args: &[String]) -> NsSwitch {
         let dir = TestDir::new(test);
         let ctl = dir.join("ctl.sock");
         let log = dir.join("vswitch.log");
@@ -209,7 +209,7 @@ impl NsSwitch {
             "--ctl".to_owned(),
             ctl.display().to_string(),
             "--pmd-cores".to_owned(),
-            core.to_string(),
+            cores.to_owned(),
             // Two switches share two cores with the test: nap when idle.
             "--pmd-sleep-max".to_owned(),
             "200".to_owned(),
@@ -552,7 +552,7 @@ fn drops(s: &PortStats) -> u64 {
 
 /// Two hosts, each a namespace with a switch, an AF_PACKET uplink on a veth between them, a
 /// VXLAN tunnel to the other and a guest: the guests ping each other both ways, at several
-/// sizes up to the tunnel's MTU; the overlay's counters agree.
+/// sizes up to the tunnel's MTU; the overlay's counters agree. Switch A has two poll threads.
 #[test]
 fn two_switches_guests_ping_across_the_overlay() {
     let _heavy = heavy();
@@ -561,11 +561,11 @@ fn two_switches_guests_ping_across_the_overlay() {
     }
     let (na, nb) = (Netns::new("hostA"), Netns::new("hostB"));
     let (va, vb) = veth(&na, &nb);
-    let sw = |ns: &Netns, dev: &str, local: &str, remote: &str, core: usize, t: &str| {
+    let sw = |ns: &Netns, dev: &str, local: &str, remote: &str, cores: &str, t: &str| {
         NsSwitch::start(
             ns,
             t,
-            core,
+            cores,
             &[
                 "--dpdk-port".into(),
                 format!("up0=net_af_packet0,iface={dev}"),
@@ -574,8 +574,10 @@ fn two_switches_guests_ping_across_the_overlay() {
             ],
         )
     };
-    let a = sw(&na, &va, "10.99.0.1", "10.99.0.2", 1, "overlay-a");
-    let b = sw(&nb, &vb, "10.99.0.2", "10.99.0.1", 0, "overlay-b");
+    // A runs two poll threads: the guest's queue and the uplink's receive queue land on
+    // different ones, which then share the uplink's one AF_PACKET transmit queue.
+    let a = sw(&na, &va, "10.99.0.1", "10.99.0.2", "0,1", "overlay-a");
+    let b = sw(&nb, &vb, "10.99.0.2", "10.99.0.1", "0", "overlay-b");
     a.wait_vteps_resolved("vx0");
     b.wait_vteps_resolved("vx0");
     let (ip_a, ip_b) = (
@@ -687,7 +689,7 @@ fn kernel_vxlan_interop_ping_both_ways() {
     let a = NsSwitch::start(
         &na,
         "kvx",
-        1,
+        "1",
         &[
             "--dpdk-port".into(),
             format!("up0=net_af_packet0,iface={va}"),
@@ -762,7 +764,7 @@ fn test_overlay_hostile_underlay_frames_counted() {
     let a = NsSwitch::start(
         &na,
         "hostile-ov",
-        1,
+        "1",
         &[
             "--dpdk-port".into(),
             format!("up0=net_af_packet0,iface={va}"),
@@ -870,7 +872,7 @@ fn bridged_dpdk_uplinks_to_the_kernel() {
     let a = NsSwitch::start(
         &na,
         "bridge-afp",
-        1,
+        "1",
         &[
             "--dpdk-port".into(),
             format!("up0=net_af_packet0,iface={va}"),
@@ -905,7 +907,7 @@ fn bridged_dpdk_uplinks_to_the_kernel() {
     let t = NsSwitch::start(
         &na,
         "bridge-tap",
-        1,
+        "1",
         &["--dpdk-port".into(), format!("up0=net_tap0,iface={tap}")],
     );
     na.ip(&["addr", "add", "192.168.95.2/24", "dev", &tap]);
