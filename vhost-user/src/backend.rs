@@ -304,6 +304,12 @@ impl Backend {
         // Whether to ack is decided by the protocol features in force when the request arrived
         // (a reset inside the request must not swallow its own ack).
         let acks = self.protocol_features & pf::REPLY_ACK != 0;
+        tracing::debug!(
+            "{} ({} bytes, {} fds)",
+            req.name(),
+            msg.body.len(),
+            msg.fds.len()
+        );
         let res = self.dispatch(req, msg);
         self.publish_info();
         match res {
