@@ -547,12 +547,25 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
         "pmd-stats" => no_args(&args).and_then(|()| to_data(handler.pmd_stats())),
         "channels" => no_args(&args).and_then(|()| to_data(handler.channels())),
         "add-port" => {
+            field_types(
+                &cmd,
+                &args,
+                &[
+                    ("name", Kind::String),
+                    ("mode", Kind::String),
+                    ("path", Kind::String),
+                    ("vlan", Kind::Number),
+                    ("queues", Kind::Number),
+                    ("fastpath", Kind::Bool),
+                ],
+            )?;
             let spec: PortSpec = serde_json::from_value(Value::Object(args))
                 .map_err(|e| format!("add-port: {e}"))?;
             spec.validate().map_err(|e| format!("add-port: {e}"))?;
             handler.add_port(spec).map(|()| Value::Null)
         }
         "del-port" => {
+            field_types(&cmd, &args, &[("name", Kind::String)])?;
             let a: DelPortArgs = serde_json::from_value(Value::Object(args))
                 .map_err(|e| format!("del-port: {e}"))?;
             handler.del_port(&a.name).map(|()| Value::Null)
@@ -561,6 +574,46 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
             "unknown command `{other}`: expected one of {COMMANDS}"
         )),
     }
+}
+
+/// The JSON type a request field must have.
+#[derive(Clone, Copy)]
+enum Kind {
+    String,
+    Number,
+    Bool,
+}
+
+/// Checks the type of each known field present in `args` (`null` stands for an absent optional
+/// field), so a wrong type is refused with the field's name; serde's own message for a
+/// `Value` names the type but not the field.
+fn field_types(
+    cmd: &str,
+    args: &serde_json::Map<String, Value>,
+    fields: &[(&str, Kind)],
+) -> Result<(), String> {
+    for &(name, kind) in fields {
+        let Some(v) = args.get(name) else { continue };
+        let ok = matches!(
+            (kind, v),
+            (_, Value::Null)
+                | (Kind::String, Value::String(_))
+                | (Kind::Number, Value::Number(_))
+                | (Kind::Bool, Value::Bool(_))
+        );
+        if !ok {
+            let want = match kind {
+                Kind::String => "a string",
+                Kind::Number => "a number",
+                Kind::Bool => "a boolean",
+            };
+            return Err(format!(
+                "{cmd}: `{name}` must be {want}, got {}",
+                kind_of(v)
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -1080,6 +1133,23 @@ mod tests {
             b"{\"cmd\":\"add-port\",\"name\":\"vm1\",\"mode\":\"server\",\"path\":\"/tmp/a\",\"vlans\":3}\n",
         );
         assert!(m.contains("vlans"), "{m}");
+    }
+
+    #[test]
+    fn test_ctl_field_of_wrong_type() {
+        let server = TestServer::start();
+        let mut raw = Raw::connect(&server.path);
+        let m = raw.refused_then_usable(b"{\"cmd\":\"del-port\",\"name\":3}\n");
+        assert!(m.contains("`name` must be a string, got a number"), "{m}");
+        let m = raw.refused_then_usable(
+            b"{\"cmd\":\"add-port\",\"name\":\"vm1\",\"mode\":\"server\",\"path\":[\"/tmp/a\"]}\n",
+        );
+        assert!(m.contains("`path` must be a string, got an array"), "{m}");
+        let m = raw.refused_then_usable(
+            b"{\"cmd\":\"add-port\",\"name\":\"vm1\",\"mode\":\"server\",\"path\":\"/tmp/a\",\"fastpath\":\"yes\"}\n",
+        );
+        assert!(m.contains("`fastpath` must be a boolean"), "{m}");
+        assert!(server.switch.ports.lock().unwrap().is_empty());
     }
 
     #[test]
