@@ -428,7 +428,7 @@ impl Forwarder {
                 chains: q.burst(),
                 hdr: q.features().hdr_len,
             };
-            self.switch_burst(&src, &frames);
+            self.switch_burst(&src, frames);
         }
         q.complete_burst();
         n
@@ -583,7 +583,7 @@ impl Forwarder {
 
     /// Decides a destination for each frame of the burst, then delivers.
     #[inline]
-    fn switch_burst<F: Frames>(&mut self, src: &Src, frames: &F) {
+    fn switch_burst<F: Frames>(&mut self, src: &Src, frames: F) {
         let n = frames.count();
         let counters = src.counters;
         let now = self.shared.now_secs.load(Ordering::Relaxed);
@@ -600,10 +600,9 @@ impl Forwarder {
         let mut same_port = 0u64;
         let mut runts = 0u64;
         let mut split = 0u64;
-        for i in 0..n {
-            let len = frames.frame_len(i);
+        for (i, (len, h)) in frames.heads().enumerate() {
             rx_bytes += len as u64;
-            let Some(h) = frames.header(i) else {
+            let Some(h) = h else {
                 runts += 1;
                 self.dest[i] = DROPPED;
                 continue;
@@ -714,20 +713,24 @@ struct Src<'a> {
     tunnel: bool,
 }
 
-/// A burst of frames as the switch classifies and delivers it.
-trait Frames {
-    fn count(&self) -> usize;
+/// A burst of frames as the switch classifies and delivers it. Implementors are small `Copy`
+/// handles passed by value, so that their fields live in registers through the per-frame loop.
+trait Frames: Copy {
+    fn count(self) -> usize;
+    /// Length and header of each frame, in order: what classification reads, as one pass.
+    fn heads(self) -> impl Iterator<Item = (usize, Option<Header>)>;
     /// Length of frame `i` (without any virtio-net header).
-    fn frame_len(&self, i: usize) -> usize;
+    fn frame_len(self, i: usize) -> usize;
     /// The switch's view of frame `i`'s header; `None` when it is shorter than one.
-    fn header(&self, i: usize) -> Option<Header>;
+    fn header(self, i: usize) -> Option<Header>;
     /// Copies frame `i` into `out` (exactly [`Frames::frame_len`] bytes).
-    fn copy_to(&self, i: usize, out: &mut [u8]);
+    fn copy_to(self, i: usize, out: &mut [u8]);
     /// Places frames `idx` into a guest's receive queue (not flushed).
-    fn to_vhost(&self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally);
+    fn to_vhost(self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally);
 }
 
 /// A guest's transmit burst: chains, each behind a virtio-net header of `hdr` bytes.
+#[derive(Clone, Copy)]
 struct ChainBurst<'a> {
     chains: &'a [Chain],
     hdr: usize,
@@ -735,28 +738,37 @@ struct ChainBurst<'a> {
 
 impl Frames for ChainBurst<'_> {
     #[inline(always)]
-    fn count(&self) -> usize {
+    fn count(self) -> usize {
         self.chains.len()
     }
 
     #[inline(always)]
-    fn frame_len(&self, i: usize) -> usize {
+    fn heads(self) -> impl Iterator<Item = (usize, Option<Header>)> {
+        let hdr = self.hdr;
+        // The queue refuses chains shorter than the header and an Ethernet header.
+        self.chains
+            .iter()
+            .map(move |c| (c.len() - hdr, header_of(c, hdr)))
+    }
+
+    #[inline(always)]
+    fn frame_len(self, i: usize) -> usize {
         // The queue refuses chains shorter than the header and an Ethernet header.
         self.chains[i].len() - self.hdr
     }
 
     #[inline(always)]
-    fn header(&self, i: usize) -> Option<Header> {
+    fn header(self, i: usize) -> Option<Header> {
         header_of(&self.chains[i], self.hdr)
     }
 
     #[inline]
-    fn copy_to(&self, i: usize, out: &mut [u8]) {
+    fn copy_to(self, i: usize, out: &mut [u8]) {
         self.chains[i].read(self.hdr, out);
     }
 
     #[inline]
-    fn to_vhost(&self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally) {
+    fn to_vhost(self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally) {
         q.enqueue_burst(idx.iter().map(|&j| &self.chains[j]), self.hdr, t);
     }
 }
@@ -783,30 +795,37 @@ impl<'a> ByteBurst<'a> {
     }
 }
 
-impl Frames for ByteBurst<'_> {
+impl Frames for &ByteBurst<'_> {
     #[inline(always)]
-    fn count(&self) -> usize {
+    fn count(self) -> usize {
         self.n
     }
 
     #[inline(always)]
-    fn frame_len(&self, i: usize) -> usize {
+    fn heads(self) -> impl Iterator<Item = (usize, Option<Header>)> {
+        self.frames[..self.n]
+            .iter()
+            .map(|f| (f.len(), header_of_bytes(f)))
+    }
+
+    #[inline(always)]
+    fn frame_len(self, i: usize) -> usize {
         self.frames[i].len()
     }
 
     #[inline(always)]
-    fn header(&self, i: usize) -> Option<Header> {
+    fn header(self, i: usize) -> Option<Header> {
         header_of_bytes(self.frames[i])
     }
 
     #[inline]
-    fn copy_to(&self, i: usize, out: &mut [u8]) {
+    fn copy_to(self, i: usize, out: &mut [u8]) {
         let f = self.frames[i];
         let n = f.len().min(out.len());
         out[..n].copy_from_slice(&f[..n]);
     }
 
-    fn to_vhost(&self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally) {
+    fn to_vhost(self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally) {
         for (pos, &j) in idx.iter().enumerate() {
             let f = self.frames[j];
             match q.enqueue(Source::Bytes(f)) {
@@ -908,7 +927,7 @@ fn deliver<F: Frames>(
     pmd: usize,
     d: &Dest,
     uplinks: &mut [Option<UplinkIo>],
-    frames: &F,
+    frames: F,
     idx: &[usize],
     now: u32,
 ) {
@@ -928,7 +947,7 @@ fn deliver<F: Frames>(
 /// Enqueues frames into one of the destination port's receive queues, flushes once, notifies
 /// at most once.
 #[inline]
-fn deliver_vhost<F: Frames>(pmd: usize, d: &Port, frames: &F, idx: &[usize]) {
+fn deliver_vhost<F: Frames>(pmd: usize, d: &Port, frames: F, idx: &[usize]) {
     let counters = &d.counters[pmd];
     let pairs = d.queue_pairs().max(1);
     let mut slot = 2 * (pmd % pairs);
@@ -970,7 +989,7 @@ fn deliver_vhost<F: Frames>(pmd: usize, d: &Port, frames: &F, idx: &[usize]) {
 }
 
 /// Copies frames into the uplink device's buffers and sends them as one burst.
-fn deliver_uplink<F: Frames>(pmd: usize, up: &mut UplinkIo, frames: &F, idx: &[usize]) {
+fn deliver_uplink<F: Frames>(pmd: usize, up: &mut UplinkIo, frames: F, idx: &[usize]) {
     let mut too_big = 0u64;
     let mut no_bufs = 0u64;
     for (pos, &j) in idx.iter().enumerate() {
@@ -1008,7 +1027,7 @@ fn deliver_vxlan<F: Frames>(
     pmd: usize,
     t: &VxlanPort,
     up: &mut UplinkIo,
-    frames: &F,
+    frames: F,
     idx: &[usize],
     now: u32,
 ) {
