@@ -180,7 +180,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut parts = s.split(':');
     for b in &mut out {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // Two hex digits exactly: `from_str_radix` alone would take a sign (`+0`).
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -198,6 +199,20 @@ pub fn format_mac(m: [u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `hooks_messages` fuzz target (fuzz/regressions/hooks_messages).
+    #[test]
+    fn test_parse_mac_sign_in_a_field() {
+        assert_eq!(parse_mac("02:00:+0:00:0a:0b"), None);
+        assert_eq!(parse_mac("02:00:-0:00:0a:0b"), None);
+        assert_eq!(parse_mac("02:00:00:00:0a:0g"), None);
+        assert_eq!(parse_mac("02:00:00:00:0a"), None);
+        assert_eq!(parse_mac("02:00:00:00:0a:0b:0c"), None);
+        assert_eq!(
+            parse_mac("02:00:Fe:00:0a:0b"),
+            Some([2, 0, 0xfe, 0, 0x0a, 0x0b])
+        );
+    }
 
     #[test]
     fn messages_roundtrip_as_json() {

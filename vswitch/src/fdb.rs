@@ -487,7 +487,8 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut parts = text.split([':', '-']);
     for byte in &mut mac {
         let part = parts.next()?;
-        if part.len() != 2 {
+        // Two hex digits exactly: `from_str_radix` alone would take a sign (`+0`).
+        if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;
@@ -518,6 +519,14 @@ mod tests {
 
     const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
     const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+
+    #[test]
+    fn test_parse_mac_sign_in_a_field() {
+        assert_eq!(parse_mac("52:54:+0:00:00:01"), None);
+        assert_eq!(parse_mac("52-54-00-00-00-+1"), None);
+        assert_eq!(parse_mac("52:54:00:00:00:01"), Some(A));
+        assert_eq!(parse_mac("52-54-00-00-00-02"), Some(B));
+    }
 
     #[test]
     fn test_fdb_bucket_is_two_cache_lines() {
