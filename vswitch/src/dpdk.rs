@@ -368,6 +368,14 @@ impl EthDev {
                     info.min_mtu, info.max_mtu
                 ));
             }
+            let frame = u32::from(m) + 18;
+            if info.max_rx_pktlen != 0 && frame > info.max_rx_pktlen {
+                return Err(format!(
+                    "{dname}: MTU {m} needs frames of {frame} bytes; the device takes at most {} \
+                     (DPDK 22.11's net_af_packet stays at 1500)",
+                    info.max_rx_pktlen
+                ));
+            }
             conf.rxmode.mtu = u32::from(m);
         }
         // SAFETY: valid port, one rx queue, nb_tx <= max_tx_queues, a default configuration.

@@ -922,7 +922,7 @@ fn mac_bytes(w: u64) -> Mac {
 const BUSY_SPINS: u32 = 4096;
 
 /// Delivers frames `idx` of a burst to one destination port.
-#[inline]
+#[inline(always)]
 fn deliver<F: Frames>(
     pmd: usize,
     d: &Dest,
@@ -946,7 +946,7 @@ fn deliver<F: Frames>(
 
 /// Enqueues frames into one of the destination port's receive queues, flushes once, notifies
 /// at most once.
-#[inline]
+#[inline(always)]
 fn deliver_vhost<F: Frames>(pmd: usize, d: &Port, frames: F, idx: &[usize]) {
     let counters = &d.counters[pmd];
     let pairs = d.queue_pairs().max(1);

@@ -926,3 +926,39 @@ fn bridged_dpdk_uplinks_to_the_kernel() {
     drop(g);
     t.stop();
 }
+
+/// An MTU the device cannot carry: DPDK 22.11's AF_PACKET driver takes frames of at most 1518
+/// bytes, whatever MTU it accepts. The switch refuses to start and says so, instead of coming
+/// up with an uplink that silently drops every jumbo frame.
+#[test]
+fn test_dpdk_mtu_beyond_the_devices_frame_limit() {
+    let _heavy = heavy();
+    if !can_run(&["ip"]) {
+        return;
+    }
+    let (na, nk) = (Netns::new("jumbo"), Netns::new("jumbo-far"));
+    let (va, _vk) = veth(&na, &nk);
+    na.ip(&["link", "set", &va, "mtu", "9000"]);
+    let dir = TestDir::new("dpdk-mtu-limit");
+    let out = na
+        .command(VSWITCH)
+        .args([
+            "--dpdk-port",
+            &format!("up0=net_af_packet0,iface={va}"),
+            "--dpdk-mtu",
+            "up0=9000",
+            "--vhost-server",
+            &format!("g={}", dir.join("g.sock").display()),
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vswitch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "vswitch started:\n{err}");
+    assert!(
+        err.contains("MTU 9000 needs frames of 9018 bytes") && err.contains("takes at most"),
+        "{err}"
+    );
+    assert!(!dir.join("g.sock").exists(), "socket left behind");
+}
