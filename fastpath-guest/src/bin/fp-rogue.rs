@@ -80,10 +80,11 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
         } else {
             Mode::ZeroCopy
         };
-        let r = g.open_channel(cli.peer, mode, "spin", Duration::from_secs(10));
-        return Ok(match r {
+        // The peer may not have registered with the hooks yet: ask again until it has, so the
+        // answer is about us (our trampoline, the policy), not about start-up order.
+        return Ok(match open_retrying(&mut g, cli.peer, mode) {
             Ok(id) => serde_json::json!({"granted": true, "channel": id}),
-            Err(e) => serde_json::json!({"granted": false, "reason": e.to_string()}),
+            Err(reason) => serde_json::json!({"granted": false, "reason": reason}),
         });
     }
     let Some(w) = cli.hostile else {
