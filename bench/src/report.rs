@@ -90,7 +90,7 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<15} {:>5} {:>8} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}",
+        "{:<17} {:>5} {:>8} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}",
         "scenario",
         "size",
         "Mpps",
@@ -106,7 +106,7 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<15} {:>5} {:>8.3} {:>7.2} {:>6.1} {:>6.1} {:>9.1} {:>9} {:>8} {:>8} {:>9}",
+            "{:<17} {:>5} {:>8.3} {:>7.2} {:>6.1} {:>6.1} {:>9.1} {:>9} {:>8} {:>8} {:>9}",
             r.scenario,
             r.frame_size,
             r.mpps,
@@ -120,10 +120,45 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
             ns(r.latency_ns.p999),
         );
     }
+    for line in fastpath_ratios(rows) {
+        let _ = writeln!(s, "{line}");
+    }
     for n in notes {
         let _ = writeln!(s, "{n}");
     }
     s
+}
+
+/// For each frame size with a `switch` row and at least one fast-path row: the fast path's
+/// packet rate as a multiple of the switch path's between the same two guests, from this run.
+pub fn fastpath_ratios(rows: &[Row]) -> Vec<String> {
+    let find = |name: &str, size: u32| {
+        rows.iter()
+            .find(|r| r.scenario == name && r.frame_size == size)
+    };
+    let mut out = Vec::new();
+    for sw in rows.iter().filter(|r| r.scenario == "switch") {
+        if sw.mpps <= 0.0 {
+            continue;
+        }
+        let parts: Vec<String> = [
+            ("copy", "fastpath-copy"),
+            ("zero-copy", "fastpath-zerocopy"),
+        ]
+        .iter()
+        .filter_map(|&(label, name)| {
+            find(name, sw.frame_size).map(|r| format!("{label} {:.2}x", r.mpps / sw.mpps))
+        })
+        .collect();
+        if !parts.is_empty() {
+            out.push(format!(
+                "fast path / switch path at {} B, this run: {}",
+                sw.frame_size,
+                parts.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// Writes `value` as pretty JSON to `path`.
@@ -167,6 +202,56 @@ mod tests {
         assert_eq!(r.rate_limit_mpps, None);
         let t = table(&[r], &["note".into()]);
         assert!(t.contains("ring-limit") && t.contains("14.881") && t.contains("note"));
+    }
+
+    #[test]
+    fn fastpath_ratios_are_per_frame_size_against_the_switch_row() {
+        let rows = [
+            Row::new("switch", 64, None, &measurement(4_000_000, 4_000_000, 1.0)),
+            Row::new(
+                "fastpath-copy",
+                64,
+                None,
+                &measurement(9_000_000, 9_000_000, 1.0),
+            ),
+            Row::new(
+                "fastpath-zerocopy",
+                64,
+                None,
+                &measurement(14_000_000, 14_000_000, 1.0),
+            ),
+            Row::new(
+                "switch",
+                1518,
+                None,
+                &measurement(2_000_000, 2_000_000, 1.0),
+            ),
+            Row::new(
+                "fastpath-copy",
+                1518,
+                None,
+                &measurement(3_000_000, 3_000_000, 1.0),
+            ),
+            Row::new("ring-limit", 128, None, &measurement(5, 5, 1.0)),
+        ];
+        assert_eq!(
+            fastpath_ratios(&rows),
+            [
+                "fast path / switch path at 64 B, this run: copy 2.25x, zero-copy 3.50x",
+                "fast path / switch path at 1518 B, this run: copy 1.50x",
+            ]
+        );
+        assert!(table(&rows, &[]).contains("copy 2.25x, zero-copy 3.50x"));
+    }
+
+    #[test]
+    fn fastpath_ratios_need_a_switch_row_that_moved_packets() {
+        let rows = [
+            Row::new("fastpath-copy", 64, None, &measurement(9, 9, 1.0)),
+            Row::new("switch", 128, None, &measurement(0, 0, 1.0)),
+            Row::new("fastpath-copy", 128, None, &measurement(9, 9, 1.0)),
+        ];
+        assert!(fastpath_ratios(&rows).is_empty());
     }
 
     #[test]
