@@ -59,8 +59,15 @@ pub struct PeerArgs {
     pub core: usize,
     #[arg(long, default_value_t = 1024)]
     pub queue: u16,
-    #[arg(long, default_value_t = 128)]
+    /// Frames the sender offers per `send` (copy mode: per entry into its view of the peer's
+    /// queue). View switches through mprotect cost microseconds each, so they are amortised over
+    /// large bursts; 512 measured best here (128: 15 Mpps in copy mode, 512: 22 Mpps).
+    #[arg(long, default_value_t = 512)]
     pub burst: usize,
+    /// Frames the receiver takes per `recv` (zero-copy: per visit to its view of the sender's
+    /// queue); 1024 measured best here for zero-copy (256: 20 Mpps, 1024: 28 Mpps).
+    #[arg(long, default_value_t = 1024)]
+    pub rx_batch: usize,
     #[arg(long, default_value = "adaptive")]
     pub notify: String,
 }
@@ -77,6 +84,11 @@ fn fail(e: impl std::fmt::Display) -> Error {
 
 /// Runs a peer until `quit` or end of input.
 pub fn main(a: PeerArgs) -> Result<()> {
+    if a.burst == 0 || a.rx_batch == 0 {
+        return Err(Error::BadArgument(
+            "--burst and --rx-batch must be at least 1".into(),
+        ));
+    }
     let _pin = pin::current(a.core)?;
     let cfg = FpConfig {
         hooks: Some(a.hooks.clone()),
@@ -137,7 +149,7 @@ pub fn main(a: PeerArgs) -> Result<()> {
             }
             ["recv", run] => {
                 let run = run.parse::<u32>().map_err(fail)?;
-                say(receive(&mut g, run, &rx)?);
+                say(receive(&mut g, run, &rx, a.rx_batch)?);
             }
             ["quit"] => break,
             _ => say(json!({"error": format!("unknown command `{line}`")})),
@@ -172,16 +184,19 @@ fn send_window(
             for (i, f) in bufs.iter_mut().enumerate().take(due) {
                 packet::stamp(f, sent + i as u64, now);
             }
-            // One small allocation per burst of up to `burst` frames, outside the view.
-            let refs: Vec<&[u8]> = bufs[..due].iter().map(|v| v.as_slice()).collect();
-            sent += g.send(dst, &refs).map_err(fail)? as u64;
+            sent += g.send(dst, &bufs[..due]).map_err(fail)? as u64;
         }
         t = tsc::now();
     }
     Ok(json!({"sent": sent, "cycles": t.saturating_sub(start)}))
 }
 
-fn receive(g: &mut FastpathGuest, run: u32, cmds: &Chan<String>) -> Result<serde_json::Value> {
+fn receive(
+    g: &mut FastpathGuest,
+    run: u32,
+    cmds: &Chan<String>,
+    batch: usize,
+) -> Result<serde_json::Value> {
     let mut rx = Receiver::new(run);
     let mut latency = Latency::new();
     let mut hdr = [0u8; packet::HEADER_LEN];
@@ -189,7 +204,7 @@ fn receive(g: &mut FastpathGuest, run: u32, cmds: &Chan<String>) -> Result<serde
     let mut quiet_since: Option<Instant> = None;
     loop {
         let got = g
-            .recv(256, |f| {
+            .recv(batch, |f| {
                 // In place for zero-copy: only the header is read, never the frame copied.
                 let n = f.read(0, &mut hdr);
                 if let Some(st) = rx.accept(&hdr[..n]) {

@@ -482,7 +482,7 @@ impl FastpathGuest {
 
     /// Sends frames to `dst`: through our sending channel to it when there is one, else
     /// through the switch. Returns how many were accepted.
-    pub fn send(&mut self, dst: [u8; 6], frames: &[&[u8]]) -> Result<usize> {
+    pub fn send<F: AsRef<[u8]>>(&mut self, dst: [u8; 6], frames: &[F]) -> Result<usize> {
         let views = &self.views;
         if let Some(ch) = self
             .channels
@@ -494,6 +494,7 @@ impl FastpathGuest {
                     let mut n = 0;
                     let mut bytes = 0;
                     for f in frames {
+                        let f = f.as_ref();
                         if q.enqueue(Source::Bytes(f)).is_err() {
                             break;
                         }
@@ -508,6 +509,7 @@ impl FastpathGuest {
                     let mut n = 0;
                     let mut bytes = 0;
                     for f in frames {
+                        let f = f.as_ref();
                         if !d.queue.push_tx(f) {
                             break;
                         }
@@ -534,7 +536,7 @@ impl FastpathGuest {
         self.net.tx.reclaim();
         let mut n = 0;
         for f in frames {
-            if !self.net.tx.push_tx(f) {
+            if !self.net.tx.push_tx(f.as_ref()) {
                 break;
             }
             n += 1;

@@ -177,6 +177,9 @@ pub struct DriverQueue {
     outstanding: Vec<bool>,
     avail_idx: u16,
     last_used: u16,
+    /// The device's used index as last read: entries up to it are consumed without reading the
+    /// index again (a line the device keeps writing), once per batch instead of per entry.
+    seen_used: u16,
     /// virtio-net header length used by this queue's frames (10 or 12).
     pub hdr_len: usize,
     pub errors: DriverErrors,
@@ -237,6 +240,7 @@ impl DriverQueue {
             outstanding: vec![false; usize::from(size)],
             avail_idx: 0,
             last_used: 0,
+            seen_used: 0,
             hdr_len,
             errors: DriverErrors::default(),
         })
@@ -318,7 +322,18 @@ impl DriverQueue {
         // SAFETY: buffer `id` is `buf_size` >= total bytes inside our mapping; we own it until
         // the device returns it (it is not outstanding).
         unsafe {
-            std::ptr::write_bytes(p, 0, self.hdr_len);
+            // A virtio-net header is 12 or 10 bytes: fixed-size stores, not a call into memset.
+            match self.hdr_len {
+                12 => {
+                    std::ptr::write_unaligned(p.cast::<u64>(), 0);
+                    std::ptr::write_unaligned(p.add(8).cast::<u32>(), 0);
+                }
+                10 => {
+                    std::ptr::write_unaligned(p.cast::<u64>(), 0);
+                    std::ptr::write_unaligned(p.add(8).cast::<u16>(), 0);
+                }
+                n => std::ptr::write_bytes(p, 0, n),
+            }
             copy_bytes(p.add(self.hdr_len), frame.as_ptr(), frame.len());
         }
         self.ring.write_desc(
@@ -362,14 +377,17 @@ impl DriverQueue {
     /// Next used entry, validated: (id, len). `None` when the device has returned nothing new.
     fn next_used(&mut self) -> Option<(u16, u32)> {
         loop {
-            let used = self.ring.used_idx();
-            let pending = used.wrapping_sub(self.last_used);
-            if pending == 0 {
-                return None;
-            }
-            if pending > self.size {
-                self.errors.used_overrun += 1;
-                return None;
+            if self.last_used == self.seen_used {
+                let used = self.ring.used_idx();
+                let pending = used.wrapping_sub(self.last_used);
+                if pending == 0 {
+                    return None;
+                }
+                if pending > self.size {
+                    self.errors.used_overrun += 1;
+                    return None;
+                }
+                self.seen_used = used;
             }
             let (id, len) = self.ring.used_elem(self.last_used);
             self.last_used = self.last_used.wrapping_add(1);
@@ -402,51 +420,112 @@ impl DriverQueue {
 
     /// Receives up to `max` frames, calling `f` with each frame (virtio-net header stripped,
     /// mergeable buffers gathered into `scratch`), and refills the ring.
+    ///
+    /// Works in batches: takes up to [`RX_BATCH`] used entries, prefetches the start of each
+    /// one's buffer (the header and a minimum frame, which the device just wrote from another
+    /// core), then copies them out, so the cache misses overlap instead of following each other.
     pub fn recv(&mut self, max: usize, scratch: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
+        let mut batch = [(0u16, 0u32); RX_BATCH];
         while n < max {
-            let Some((id, len)) = self.next_used() else {
+            let want = (max - n).min(RX_BATCH);
+            let mut k = 0;
+            while k < want {
+                let Some(e) = self.next_used() else { break };
+                batch[k] = e;
+                k += 1;
+            }
+            if k == 0 {
                 break;
-            };
-            let len = len as usize;
-            if len < self.hdr_len {
-                self.errors.bad_rx_header += 1;
-                continue;
             }
-            scratch.clear();
-            let p = self.buf_host(id);
-            let mut hdr = [0u8; 12];
-            // SAFETY: buffer `id` is inside our mapping and `len <= buf_size` was checked by
-            // next_used; the device may still scribble on it, which only affects the bytes.
-            unsafe {
-                copy_bytes(hdr.as_mut_ptr(), p, self.hdr_len);
-                append_raw(scratch, p.add(self.hdr_len), len - self.hdr_len);
+            for &(id, _) in &batch[..k] {
+                let p = self.buf_host(id);
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
             }
-            let num_buffers = if self.hdr_len == 12 {
-                u16::from_le_bytes([hdr[10], hdr[11]])
-            } else {
-                1
-            };
-            let mut ok = num_buffers >= 1;
-            for _ in 1..num_buffers.max(1) {
-                let Some((id2, len2)) = self.next_used() else {
-                    ok = false;
-                    break;
+            let mut j = 0;
+            while j < k {
+                let (id, len) = batch[j];
+                j += 1;
+                // Further buffers of a merged frame: the next entries of the batch, then the ring.
+                let next = |q: &mut Self, j: &mut usize| {
+                    if *j < k {
+                        *j += 1;
+                        Some(batch[*j - 1])
+                    } else {
+                        q.next_used()
+                    }
                 };
-                let p2 = self.buf_host(id2);
-                // SAFETY: as above for buffer id2.
-                unsafe { append_raw(scratch, p2, len2 as usize) };
+                if self.rx_one(id, len, scratch, &mut j, next, &mut f) {
+                    n += 1;
+                }
             }
-            if !ok {
-                self.errors.bad_rx_header += 1;
-                continue;
-            }
-            f(scratch);
-            n += 1;
         }
         self.refill_rx();
         n
     }
+
+    /// One received frame starting in buffer `id`: validated, gathered into `scratch` and handed
+    /// to `f`. False when it was malformed (counted).
+    #[inline(always)]
+    fn rx_one(
+        &mut self,
+        id: u16,
+        len: u32,
+        scratch: &mut Vec<u8>,
+        j: &mut usize,
+        next: impl Fn(&mut Self, &mut usize) -> Option<(u16, u32)>,
+        f: &mut impl FnMut(&[u8]),
+    ) -> bool {
+        let len = len as usize;
+        if len < self.hdr_len {
+            self.errors.bad_rx_header += 1;
+            return false;
+        }
+        scratch.clear();
+        let p = self.buf_host(id);
+        let mut hdr = [0u8; 12];
+        // SAFETY: buffer `id` is inside our mapping and `len <= buf_size` was checked by
+        // next_used; the device may still scribble on it, which only affects the bytes.
+        unsafe {
+            copy_bytes(hdr.as_mut_ptr(), p, self.hdr_len);
+            append_raw(scratch, p.add(self.hdr_len), len - self.hdr_len);
+        }
+        let num_buffers = if self.hdr_len == 12 {
+            u16::from_le_bytes([hdr[10], hdr[11]])
+        } else {
+            1
+        };
+        let mut ok = num_buffers >= 1;
+        for _ in 1..num_buffers.max(1) {
+            let Some((id2, len2)) = next(self, j) else {
+                ok = false;
+                break;
+            };
+            let p2 = self.buf_host(id2);
+            // SAFETY: as above for buffer id2.
+            unsafe { append_raw(scratch, p2, len2 as usize) };
+        }
+        if !ok {
+            self.errors.bad_rx_header += 1;
+            return false;
+        }
+        f(scratch);
+        true
+    }
+}
+
+/// Used entries [`DriverQueue::recv`] takes and prefetches at a time.
+pub const RX_BATCH: usize = 32;
+
+/// Asks for the cache line at `p` (a hint: never faults, whatever the address).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    // SAFETY: PREFETCHT0 is a hint with no architectural effect; any address is allowed.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
 }
 
 /// Appends `len` bytes at `src` to `v` by copying (never forming a slice over shared memory,
@@ -456,8 +535,12 @@ impl DriverQueue {
 /// `src` is readable for `len` bytes.
 unsafe fn append_raw(v: &mut Vec<u8>, src: *const u8, len: usize) {
     let start = v.len();
-    v.resize(start + len, 0);
-    // SAFETY: the destination was just sized to hold `len` more bytes; the caller vouches for
-    // the source.
-    unsafe { copy_bytes(v.as_mut_ptr().add(start), src, len) };
+    v.reserve(len);
+    // SAFETY: `reserve` made room for `len` more bytes after `start`; the caller vouches for the
+    // source. Every byte up to `start + len` is initialised by the copy before `set_len` (no
+    // zeroing first: the copy overwrites all of them).
+    unsafe {
+        copy_bytes(v.as_mut_ptr().add(start), src, len);
+        v.set_len(start + len);
+    }
 }
