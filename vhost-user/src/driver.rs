@@ -15,7 +15,7 @@ use crate::memory::GuestMemory;
 use crate::message::MemRegionDesc;
 use crate::mmap::{create_memfd, Mapping};
 use crate::ring::{
-    avail_ring_bytes, copy_bytes, desc_table_bytes, used_ring_bytes, Descriptor, RawRing,
+    avail_ring_bytes, copy_bytes, desc_table_bytes, prefetch, used_ring_bytes, Descriptor, RawRing,
     VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
 };
 use crate::virtq::QueueLayout;
@@ -517,16 +517,6 @@ impl DriverQueue {
 
 /// Used entries [`DriverQueue::recv`] takes and prefetches at a time.
 pub const RX_BATCH: usize = 32;
-
-/// Asks for the cache line at `p` (a hint: never faults, whatever the address).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    // SAFETY: PREFETCHT0 is a hint with no architectural effect; any address is allowed.
-    #[allow(unused_unsafe)]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-}
 
 /// Appends `len` bytes at `src` to `v` by copying (never forming a slice over shared memory,
 /// which the other side may be writing).
