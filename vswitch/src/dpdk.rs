@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use dpdk_sys as sys;
@@ -396,9 +396,14 @@ impl EthDev {
         let room = u16::try_from(room).map_err(|_| format!("{dname}: MTU {mtu} too large"))?;
         // SAFETY: valid port.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
-        let pname = CString::new(format!("nfv_pool_{port}")).unwrap_or_default();
-        // SAFETY: a NUL-terminated pool name unique per port id; sizes within the library's
-        // limits.
+        // Unique per pool, not per port id: a closed port's id is reused by the next port probed,
+        // possibly before the closed port's pool is freed (seen with tests opening ports on
+        // several threads: "File exists").
+        static POOLS: AtomicU64 = AtomicU64::new(0);
+        let seq = POOLS.fetch_add(1, Ordering::Relaxed);
+        let pname = CString::new(format!("nfv_pool_{seq}")).unwrap_or_default();
+        // SAFETY: a NUL-terminated pool name used once in this process; sizes within the
+        // library's limits.
         let pool = unsafe {
             sys::rte_pktmbuf_pool_create(pname.as_ptr(), POOL_MBUFS, POOL_CACHE, 0, room, socket)
         };
