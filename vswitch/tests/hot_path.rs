@@ -2,8 +2,6 @@
 //! forwarder (the PMD's per-burst work) while it switches bursts between two guests, unicast and
 //! flooded, 64-byte and jumbo frames.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
@@ -14,40 +12,10 @@ use vswitch::fdb::Fdb;
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::Port;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only thread-locals.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting::Counting = counting::Counting;
 
 fn spec(name: &str) -> PortSpec {
     PortSpec {
@@ -108,10 +76,8 @@ fn forwarding_allocates_nothing_per_packet() {
         }
         a.tx.publish();
         // Only the forwarder's call is watched; the first rounds warm up lazily built state.
-        COUNTING.with(|c| c.set(round >= 10));
-        let n = fwd.poll(&pa, 1);
-        COUNTING.with(|c| c.set(false));
-        allocs += ALLOCS.with(|x| x.replace(0));
+        let (n, k) = counting::counted(round >= 10, || fwd.poll(&pa, 1));
+        allocs += k;
         assert_eq!(n, 32);
         forwarded +=
             b.rx.recv(64, &mut scratch, |got| assert_eq!(got.len(), f.len()));

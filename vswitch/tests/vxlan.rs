@@ -5,8 +5,6 @@
 //! encapsulation checked byte by byte, hostile underlay frames counted by reason, MTU, split
 //! horizon, a bridged uplink, and no allocation on any of these paths.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
@@ -22,40 +20,10 @@ use vswitch::uplink::{UplinkPort, UplinkRole};
 use vswitch::vxlan::VxlanPort;
 use vswitch::wire;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only thread-locals.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting::Counting = counting::Counting;
 
 const VNI: u32 = 5001;
 const VTEP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -591,11 +559,9 @@ fn uplink_and_vxlan_paths_allocate_nothing_per_packet() {
         for _ in 0..32 {
             wire_end.send(&fa[0]);
         }
-        COUNTING.with(|x| x.set(round >= 5));
         // Encapsulate (A), decapsulate (B), guest -> bridged uplink and back (C).
-        let n = a.step() + b.step() + c.step();
-        COUNTING.with(|x| x.set(false));
-        allocs += ALLOCS.with(|x| x.replace(0));
+        let (n, k) = counting::counted(round >= 5, || a.step() + b.step() + c.step());
+        allocs += k;
         assert!(n >= 96, "round {round}: {n}");
         delivered += b
             .guest
