@@ -1,4 +1,4 @@
-//! Conversions between rates, seconds and TSC cycles. Float-to-integer `as` casts saturate in
+//! Conversions between rates, seconds and TSC cycles, and the loss of a window. Float-to-integer `as` casts saturate in
 //! Rust (NaN becomes 0), which is the wanted behaviour for every use here, so the lint against
 //! truncating casts is allowed in this one place.
 
@@ -21,6 +21,24 @@ pub fn small(v: u64) -> usize {
     v as usize
 }
 
+/// `count` per second over `seconds`; 0 for an empty window.
+pub fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The lost fraction of `sent`; 0 when nothing was sent (and never below 0 when more arrived).
+pub fn loss_ratio(sent: u64, received: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        sent.saturating_sub(received) as f64 / sent as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +51,14 @@ mod tests {
         assert_eq!(floor_u64(1e30), u64::MAX);
         assert_eq!(floor_u64(2.9), 2);
         assert_eq!(small(7), 7);
+    }
+
+    #[test]
+    fn rates_and_loss_of_empty_windows_are_zero() {
+        assert_eq!(per_second(10, 2.0), 5.0);
+        assert_eq!(per_second(10, 0.0), 0.0);
+        assert_eq!(loss_ratio(0, 0), 0.0);
+        assert_eq!(loss_ratio(4, 3), 0.25);
+        assert_eq!(loss_ratio(4, 5), 0.0);
     }
 }

@@ -26,27 +26,15 @@ pub struct TrialResult {
 
 impl TrialResult {
     pub fn offered_pps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.sent as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::num::per_second(self.sent, self.seconds)
     }
 
     pub fn received_pps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.received as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::num::per_second(self.received, self.seconds)
     }
 
     pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            self.sent.saturating_sub(self.received) as f64 / self.sent as f64
-        }
+        crate::num::loss_ratio(self.sent, self.received)
     }
 
     /// Within `loss_tolerance` (a ratio; 0 for RFC 2544's zero loss) at the target rate.

@@ -51,29 +51,17 @@ pub struct Measurement {
 impl Measurement {
     /// Received packets per second.
     pub fn pps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.received as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::num::per_second(self.received, self.seconds)
     }
 
     /// Packets the generator offered per second.
     pub fn offered_pps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.sent as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::num::per_second(self.sent, self.seconds)
     }
 
     /// Lost fraction of what was sent.
     pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            self.sent.saturating_sub(self.received) as f64 / self.sent as f64
-        }
+        crate::num::loss_ratio(self.sent, self.received)
     }
 }
 
