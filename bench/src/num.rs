@@ -1,6 +1,6 @@
-//! Conversions between rates, seconds and TSC cycles, and the loss of a window. Float-to-integer `as` casts saturate in
-//! Rust (NaN becomes 0), which is the wanted behaviour for every use here, so the lint against
-//! truncating casts is allowed in this one place.
+//! Conversions between rates, seconds and TSC cycles, and the loss of a window. Float-to-integer
+//! `as` casts saturate in Rust (NaN becomes 0), which is the wanted behaviour for every use here,
+//! so the lint against truncating casts is allowed in this one place.
 
 /// TSC cycles in `secs` seconds at `hz`.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
