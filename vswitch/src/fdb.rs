@@ -418,16 +418,20 @@ impl Fdb {
                 continue;
             }
             let seq = Fdb::enter_waiting(bucket);
+            let mut here = 0usize;
             for i in 0..SLOTS {
                 let k = bucket.keys[i].load(Ordering::Relaxed);
                 if k & VALID != 0 && doomed(k, bucket.values[i].load(Ordering::Relaxed)) {
                     bucket.keys[i].store(0, Ordering::Relaxed);
-                    removed += 1;
+                    here += 1;
                 }
             }
             Fdb::leave(bucket, seq);
+            // Counted bucket by bucket, not after the whole scan: a reader never sees an entry
+            // gone that the counter does not account for yet.
+            counter.bump(u64::try_from(here).unwrap_or(u64::MAX));
+            removed += here;
         }
-        counter.bump(u64::try_from(removed).unwrap_or(u64::MAX));
         removed
     }
 

@@ -403,16 +403,21 @@ impl Switch {
         Ok(())
     }
 
-    /// Advances the FDB clock and ages MACs out; called about every 100 ms.
+    /// Ages MACs out and advances the FDB clock; called about every 100 ms, from one thread.
+    ///
+    /// Expiry comes before the clock moves: a control request reading the clock in between
+    /// would otherwise list an entry as gone (no longer live at the new second) while the
+    /// `expired` counter does not count it yet.
     pub fn housekeeping(&self) {
         let secs = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
-        if self.shared.now_secs.swap(secs, Ordering::Relaxed) != secs {
+        if self.shared.now_secs.load(Ordering::Relaxed) != secs {
             self.shared.fdb.expire(secs);
             for d in self.devices().values() {
                 if let DevEntry::Vxlan(t) = d {
                     t.vteps.expire(secs);
                 }
             }
+            self.shared.now_secs.store(secs, Ordering::Relaxed);
         }
     }
 
