@@ -6,7 +6,6 @@
 //! Both guests are real vhost-user frontends set up with an in-process backend, so the rings,
 //! memory mappings and features are those a guest negotiates with the switch.
 
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vhost_user::backend::BackendConfig;
 use vhost_user::guest::{Guest, GuestConfig};
 use vswitch::config::{PortMode, PortSpec};
-use vswitch::fdb::Fdb;
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::Port;
 
@@ -49,11 +47,7 @@ fn forward(c: &mut Criterion) {
         Guest::with_backend(&cfg("bench-a"), BackendConfig::default()).unwrap();
     let (mut b, slots_b, _tb) =
         Guest::with_backend(&cfg("bench-b"), BackendConfig::default()).unwrap();
-    let shared = Arc::new(Shared {
-        fdb: Fdb::new(4096, 300),
-        now_secs: AtomicU32::new(0),
-        stop: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(4096, 300));
     let pa = Arc::new(Port::with_slots(0, spec("a"), 1, slots_a));
     let pb = Arc::new(Port::with_slots(1, spec("b"), 1, slots_b));
     let mut fwd = Forwarder::new(0, shared.clone());

@@ -13,7 +13,6 @@
 //! The uplink's MTU is 1600, as a VXLAN underlay needs for 1518-byte inner frames.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,6 @@ use vhost_user::backend::BackendConfig;
 use vhost_user::guest::{BackendThread, Guest, GuestConfig};
 use vswitch::config::{PortMode, PortSpec};
 use vswitch::dpdk::{self, DpdkDev, EthDev};
-use vswitch::fdb::Fdb;
 use vswitch::netdev::{DevIo, NetDev};
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::Port;
@@ -84,11 +82,7 @@ struct Setup {
 fn setup(tag: &str, role: UplinkRole) -> Setup {
     let (a, slots_a, ta) = guest(&format!("{tag}-a"));
     let (b, slots_b, tb) = guest(&format!("{tag}-b"));
-    let shared = Arc::new(Shared {
-        fdb: Fdb::new(4096, 300),
-        now_secs: AtomicU32::new(0),
-        stop: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(4096, 300));
     let pa = Arc::new(Port::with_slots(0, spec("a"), 1, slots_a));
     let pb = Arc::new(Port::with_slots(1, spec("b"), 1, slots_b));
     let (sw, far) = EthDev::crossover(tag, 1, Some(MTU)).expect("crossover ports");

@@ -42,6 +42,18 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
+impl Shared {
+    /// State for poll threads with an FDB of `fdb_capacity` entries aging after `aging_secs`,
+    /// its clock at 0, not stopping.
+    pub fn new(fdb_capacity: usize, aging_secs: u32) -> Shared {
+        Shared {
+            fdb: Fdb::new(fdb_capacity, aging_secs),
+            now_secs: AtomicU32::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
+
 /// Commands from the control plane to a poll thread.
 pub enum Command {
     /// Make the port known (as a destination) and poll the listed queue slots of it.

@@ -7,7 +7,7 @@
 //! connection coming and going never touches another port.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::ctl::{
     PortInfo, PortState, PortStats, QueueInfo, RemoteVtepInfo, ShowReply, StatsReply, TunnelInfo,
     UplinkInfo,
 };
-use crate::fdb::{format_mac, Fdb};
+use crate::fdb::format_mac;
 use crate::netdev::NetDev;
 use crate::pmd::{Command, PmdHandle, Shared};
 use crate::port::{CounterBlock, Drop, Port, MAX_PORTS};
@@ -93,11 +93,7 @@ impl Switch {
         if cfg.uses_dpdk() {
             start_eal(cfg)?;
         }
-        let shared = Arc::new(Shared {
-            fdb: Fdb::new(FDB_CAPACITY, cfg.mac_aging_secs),
-            now_secs: AtomicU32::new(0),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(FDB_CAPACITY, cfg.mac_aging_secs));
         let pmds = cfg
             .pmd_cores
             .iter()

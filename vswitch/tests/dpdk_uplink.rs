@@ -6,14 +6,13 @@
 //! injected as they are.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use vhost_user::backend::BackendConfig;
 use vhost_user::guest::{BackendThread, Guest, GuestConfig};
 use vswitch::config::{PortMode, PortSpec};
 use vswitch::dpdk::{self, DpdkDev, EthDev};
-use vswitch::fdb::Fdb;
 use vswitch::netdev::{DevIo, NetDev};
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::{Drop, Port};
@@ -69,11 +68,7 @@ impl Host {
         };
         let (guest, slots, backend) =
             Guest::with_backend(&cfg, BackendConfig::default()).expect("guest");
-        let shared = Arc::new(Shared {
-            fdb: Fdb::new(4096, 300),
-            now_secs: AtomicU32::new(0),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(4096, 300));
         let spec = PortSpec {
             name: name.into(),
             mode: PortMode::Server,

@@ -2,13 +2,11 @@
 //! forwarder (the PMD's per-burst work) while it switches bursts between two guests, unicast and
 //! flooded, 64-byte and jumbo frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 use vhost_user::backend::BackendConfig;
 use vhost_user::guest::{Guest, GuestConfig};
 use vswitch::config::{PortMode, PortSpec};
-use vswitch::fdb::Fdb;
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::Port;
 
@@ -47,11 +45,7 @@ fn forwarding_allocates_nothing_per_packet() {
         Guest::with_backend(&cfg("noalloc-a"), BackendConfig::default()).expect("guest a");
     let (mut b, slots_b, _tb) =
         Guest::with_backend(&cfg("noalloc-b"), BackendConfig::default()).expect("guest b");
-    let shared = Arc::new(Shared {
-        fdb: Fdb::new(4096, 300),
-        now_secs: AtomicU32::new(0),
-        stop: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(4096, 300));
     let pa = Arc::new(Port::with_slots(0, spec("a"), 1, slots_a));
     let pb = Arc::new(Port::with_slots(1, spec("b"), 1, slots_b));
     let mut fwd = Forwarder::new(0, shared.clone());

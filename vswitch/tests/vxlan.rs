@@ -6,13 +6,11 @@
 //! horizon, a bridged uplink, and no allocation on any of these paths.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 use vhost_user::backend::BackendConfig;
 use vhost_user::guest::{BackendThread, Guest, GuestConfig};
 use vswitch::config::{PortMode, PortSpec};
-use vswitch::fdb::Fdb;
 use vswitch::netdev::{NetDev, Pipe};
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::{Drop, Port};
@@ -73,11 +71,7 @@ impl Host {
         };
         let (guest, slots, backend) =
             Guest::with_backend(&cfg, BackendConfig::default()).expect("guest");
-        let shared = Arc::new(Shared {
-            fdb: Fdb::new(4096, 300),
-            now_secs: AtomicU32::new(0),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(4096, 300));
         let port = Arc::new(Port::with_slots(0, spec(name), 1, slots));
         let role = if tunnel.is_some() {
             UplinkRole::Underlay
