@@ -95,6 +95,23 @@ impl Switch {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The most device errors the first channel reported, read every 200 ms while `p` runs
+    /// (at most `within`): the channel's counters go with it when it closes.
+    fn channel_device_errors_while(&self, p: &Process, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        let mut errors = 0;
+        while Instant::now() < deadline && p.is_running() {
+            if let Some(c) = self.channels()["channels"]
+                .as_array()
+                .and_then(|c| c.first().cloned())
+            {
+                errors = errors.max(c["device_errors"].as_u64().unwrap_or(0));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        errors
+    }
+
     fn report(&self) -> String {
         format!(
             "--- vswitch log ---\n{}\n--- channels ---\n{}",
@@ -222,18 +239,7 @@ fn test_hostile_zero_copy_sender_descriptors() {
         &["--peer", MAC_B, "--hostile", "zero-copy", "--duration", "3"],
         "rogue.log",
     );
-    // Read the channel's counters while it is alive.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut errors = 0;
-    while Instant::now() < deadline && rogue.is_running() {
-        if let Some(c) = sw.channels()["channels"]
-            .as_array()
-            .and_then(|c| c.first().cloned())
-        {
-            errors = errors.max(c["device_errors"].as_u64().unwrap_or(0));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let errors = sw.channel_device_errors_while(&rogue, Duration::from_secs(15));
     let r = summary(&rogue, Duration::from_secs(20));
     let s = summary(&sink, Duration::from_secs(20));
     eprintln!("rogue {r}\nsink {s}");
@@ -280,17 +286,7 @@ fn test_hostile_copy_receiver_buffers() {
         ],
         "pktgen.log",
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut errors = 0;
-    while Instant::now() < deadline && gen.is_running() {
-        if let Some(c) = sw.channels()["channels"]
-            .as_array()
-            .and_then(|c| c.first().cloned())
-        {
-            errors = errors.max(c["device_errors"].as_u64().unwrap_or(0));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let errors = sw.channel_device_errors_while(&gen, Duration::from_secs(15));
     let g = summary(&gen, Duration::from_secs(60));
     let r = summary(&rogue, Duration::from_secs(20));
     eprintln!("pktgen {g}\nrogue {r}");
