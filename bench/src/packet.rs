@@ -51,6 +51,15 @@ pub fn template(dst: [u8; 6], src: [u8; 6], size: usize, run: u32) -> Vec<u8> {
     f
 }
 
+/// Where the per-packet fields (sequence number, then send time) start.
+pub const STAMP_AT: usize = field::SEQ.start;
+
+/// The per-packet fields as the two little-endian words [`stamp`] writes at [`STAMP_AT`].
+#[inline(always)]
+pub fn stamp_words(seq: u64, tsc: u64) -> [u64; 2] {
+    [seq, tsc]
+}
+
 /// Writes the sequence number and send time into a frame built by [`template`].
 #[inline(always)]
 pub fn stamp(frame: &mut [u8], seq: u64, tsc: u64) {
@@ -133,6 +142,17 @@ mod tests {
             })
         );
         assert_eq!(&f[0..6], &mac(2));
+    }
+
+    #[test]
+    fn stamp_bytes_are_what_stamp_writes() {
+        let mut f = template(mac(2), mac(1), 64, 7);
+        let mut g = f.clone();
+        stamp(&mut f, 0x0102_0304_0506_0708, 99);
+        let [a, b] = stamp_words(0x0102_0304_0506_0708, 99);
+        g[STAMP_AT..STAMP_AT + 8].copy_from_slice(&a.to_le_bytes());
+        g[STAMP_AT + 8..STAMP_AT + 16].copy_from_slice(&b.to_le_bytes());
+        assert_eq!(f, g);
     }
 
     #[test]

@@ -203,6 +203,7 @@ mod tests {
                 p999: None,
             },
             cycles_of: "loop".into(),
+            detail: None,
             packets_sent: 0,
             packets_received: 0,
             duration_s: 1.0,

@@ -44,6 +44,9 @@ pub struct Row {
     pub latency_samples: u64,
     /// Packets that arrived out of order.
     pub errors: u64,
+    /// How the scenario ran, when it chose (the ring limits' winning configuration).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl Row {
@@ -66,6 +69,7 @@ impl Row {
             rate_limit_mpps: rate_pps.map(|r| r / 1e6),
             latency_samples: m.latency.samples(),
             errors: m.errors,
+            detail: m.detail.clone(),
         }
     }
 }
@@ -187,6 +191,7 @@ mod tests {
             cycles_of: "loop",
             latency: Latency::new(),
             errors: 0,
+            detail: None,
         }
     }
 

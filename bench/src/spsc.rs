@@ -1,17 +1,24 @@
 //! A single-producer single-consumer ring of fixed-size slots in shared memory: one memfd mapped
 //! twice, the producer writing through one mapping and the consumer reading through the other,
 //! as two processes (or two VMs) sharing memory would. It is the least a packet move between two
-//! cores can cost, so `ring-limit` measures it as this machine's physical limit.
+//! cores can cost, so `ring-limit` and `ring-limit-desc` measure it as this machine's limit.
 //!
 //! Layout: the producer's index at offset 0 and the consumer's at offset 128 (their own cache
-//! line pairs, so adjacent-line prefetch does not couple them), slots from offset 4096. Indices
-//! count slots ever published/released; each side caches the other's index and reloads it only
-//! when it runs out, and publishes once per batch (Lamport's ring with cached indices).
+//! line pairs, so adjacent-line prefetch does not couple them), slots from offset 4096, then an
+//! optional byte pool the producer fills and the consumer reads in place (the buffers a
+//! descriptor ring points into). Indices count slots ever published/released; each side caches
+//! the other's index and reloads it only when it runs out, and publishes once per batch
+//! (Lamport's ring with cached indices).
+//!
+//! The ways of moving a cache line to the other core that the limit sweeps live here too: a
+//! write-prefetch of the slots the producer fills next, a prefetch of the slots the consumer
+//! reads next, non-temporal stores, skipping a store whose bytes are already there (the line then
+//! stays shared instead of bouncing), and the slot stride.
 //!
 //! Safety rests on the split: [`channel`] hands out exactly one [`Producer`] and one
 //! [`Consumer`]; the producer writes only slots the consumer has released, the consumer reads
 //! only slots the producer has published, and the Release/Acquire pair on the indices orders the
-//! slot bytes with them.
+//! slot bytes with them (an `sfence` first when non-temporal stores were used).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -24,25 +31,31 @@ const HEAD: usize = 0;
 const TAIL: usize = 128;
 const SLOTS_OFFSET: usize = 4096;
 
-/// Creates a ring of `slots` (a power of two) slots of `slot_bytes` each.
-pub fn channel(slots: usize, slot_bytes: usize) -> io::Result<(Producer, Consumer)> {
-    if !slots.is_power_of_two() || slot_bytes == 0 {
+/// Creates a ring of `slots` (a power of two) slots of `stride` bytes each, and a pool of
+/// `pool` bytes after them.
+pub fn channel(slots: usize, stride: usize, pool: usize) -> io::Result<(Producer, Consumer)> {
+    if !slots.is_power_of_two() || stride == 0 || !stride.is_multiple_of(16) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "ring slots must be a power of two and slots non-empty",
+            "ring slots must be a power of two and slot strides a non-zero multiple of 16",
         ));
     }
-    let len = slots
-        .checked_mul(slot_bytes)
+    let pool_offset = slots
+        .checked_mul(stride)
         .and_then(|b| b.checked_add(SLOTS_OFFSET))
         .map(|b| b.next_multiple_of(4096))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring too large"))?;
+    let len = pool_offset
+        .checked_add(pool.next_multiple_of(4096))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool too large"))?;
     let fd = create_memfd("bench-spsc-ring", len as u64, false)?;
     let ring = |map| Ring {
         map,
         mask: slots - 1,
         slots,
-        slot_bytes,
+        stride,
+        pool_offset,
+        pool,
     };
     let p = ring(Mapping::map_shared(&fd, len)?);
     let c = ring(Mapping::map_shared(&fd, len)?);
@@ -52,6 +65,7 @@ pub fn channel(slots: usize, slot_bytes: usize) -> io::Result<(Producer, Consume
             head: 0,
             cached_tail: 0,
             writable: 0,
+            streamed: false,
         },
         Consumer {
             ring: c,
@@ -67,7 +81,9 @@ struct Ring {
     map: Mapping,
     mask: usize,
     slots: usize,
-    slot_bytes: usize,
+    stride: usize,
+    pool_offset: usize,
+    pool: usize,
 }
 
 impl Ring {
@@ -79,13 +95,53 @@ impl Ring {
     }
 
     /// Address of the slot of index `idx`.
+    #[inline]
     fn slot(&self, idx: u64) -> *mut u8 {
         // Wrapping to usize keeps the low bits, which is all the mask looks at.
         #[allow(clippy::cast_possible_truncation)]
         let i = (idx as usize) & self.mask;
         self.map
             .as_ptr()
-            .wrapping_add(SLOTS_OFFSET + i * self.slot_bytes)
+            .wrapping_add(SLOTS_OFFSET + i * self.stride)
+    }
+
+    /// Address of pool byte `off`, when `[off, off + len)` lies in the pool.
+    #[inline]
+    fn pool_at(&self, off: usize, len: usize) -> Option<*mut u8> {
+        let end = off.checked_add(len)?;
+        (end <= self.pool).then(|| self.map.as_ptr().wrapping_add(self.pool_offset + off))
+    }
+}
+
+/// Asks for the line at `p` in a writable state, without waiting for it.
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    // SAFETY: a prefetch never faults and touches no architectural state; `p` need not be
+    // valid. PREFETCHW is a hint (a NOP on CPUs without it).
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+}
+
+/// Asks for the line at `p` in the cache, without waiting for it.
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    // SAFETY: as for prefetch_write: a hint that never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+}
+
+/// Two unaligned little-endian u64 stores at `p`.
+///
+/// # Safety
+/// `[p, p + 16)` is mapped, writable, and touched by no one else meanwhile.
+#[inline(always)]
+unsafe fn store_words(p: *mut u8, words: [u64; 2]) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::ptr::write_unaligned(p.cast::<u64>(), words[0].to_le());
+        std::ptr::write_unaligned(p.add(8).cast::<u64>(), words[1].to_le());
     }
 }
 
@@ -96,6 +152,8 @@ pub struct Producer {
     cached_tail: u64,
     /// Slots known free from `head` on (see [`Producer::free`]).
     writable: usize,
+    /// A non-temporal store happened since the last publish (it needs an `sfence`).
+    streamed: bool,
 }
 
 impl Producer {
@@ -115,18 +173,123 @@ impl Producer {
     /// Copies `data` into the `i`-th free slot. `i` below what [`Producer::free`] returned.
     #[inline]
     pub fn write(&mut self, i: usize, data: &[u8]) {
-        assert!(i < self.writable && data.len() <= self.ring.slot_bytes);
+        assert!(i < self.writable && data.len() <= self.ring.stride);
         let p = self.ring.slot(self.head + i as u64);
-        // SAFETY: the slot is inside the mapping (index masked, slot_bytes >= len); it is free
+        // SAFETY: the slot is inside the mapping (index masked, stride >= len); it is free
         // (i < writable: the consumer released it, Acquire on its index), so only this side
         // touches it until `publish`.
         unsafe { copy_bytes(p, data.as_ptr(), data.len()) };
+    }
+
+    /// Like [`Producer::write`], with non-temporal stores in 16-byte chunks (the last chunk
+    /// padded with zeros): the lines go to memory without being taken from the consumer first.
+    #[inline]
+    pub fn write_stream(&mut self, i: usize, data: &[u8]) {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        assert!(i < self.writable && data.len().next_multiple_of(16) <= self.ring.stride);
+        let p = self.ring.slot(self.head + i as u64).cast::<__m128i>();
+        let whole = data.len() / 16;
+        // SAFETY: the slot is free (as in `write`), 16-byte aligned (stride and offset are
+        // multiples of 16) and at least `len` rounded up to 16 bytes long; the loads read
+        // inside `data`.
+        unsafe {
+            for k in 0..whole {
+                _mm_stream_si128(
+                    p.add(k),
+                    _mm_loadu_si128(data.as_ptr().cast::<__m128i>().add(k)),
+                );
+            }
+            let rest = data.len() % 16;
+            if rest != 0 {
+                let mut last = [0u8; 16];
+                last[..rest].copy_from_slice(&data[whole * 16..]);
+                _mm_stream_si128(
+                    p.add(whole),
+                    _mm_loadu_si128(last.as_ptr().cast::<__m128i>()),
+                );
+            }
+        }
+        self.streamed = true;
+    }
+
+    /// Stores `data` at `off` inside the `i`-th free slot only where the slot does not already
+    /// hold it: a line whose bytes do not change is not taken from the consumer's cache.
+    #[inline]
+    pub fn write_if_changed(&mut self, i: usize, off: usize, data: &[u8]) {
+        assert!(i < self.writable && off + data.len() <= self.ring.stride);
+        let p = self.ring.slot(self.head + i as u64).wrapping_add(off);
+        // SAFETY: inside the free slot (asserted), which only this side touches until publish.
+        unsafe {
+            if std::slice::from_raw_parts(p, data.len()) != data {
+                copy_bytes(p, data.as_ptr(), data.len());
+            }
+        }
+    }
+
+    /// Overwrites `data.len()` bytes at `off` of the `i`-th free slot.
+    #[inline]
+    pub fn patch(&mut self, i: usize, off: usize, data: &[u8]) {
+        assert!(i < self.writable && off + data.len() <= self.ring.stride);
+        let p = self.ring.slot(self.head + i as u64).wrapping_add(off);
+        // SAFETY: inside the free slot (asserted).
+        unsafe { copy_bytes(p, data.as_ptr(), data.len()) };
+    }
+
+    /// Stores two little-endian words at `off` of the `i`-th free slot (after
+    /// [`Producer::write`]: the per-packet fields). Straight from registers: a 16-byte copy out of
+    /// a buffer just written by two 8-byte stores cannot take their bytes from the store queue,
+    /// so it waits until they, and every store before them, reached the cache, slot misses
+    /// included.
+    #[inline]
+    pub fn patch_words(&mut self, i: usize, off: usize, words: [u64; 2]) {
+        assert!(i < self.writable && off + 16 <= self.ring.stride);
+        let p = self.ring.slot(self.head + i as u64).wrapping_add(off);
+        // SAFETY: inside the free slot (asserted); unaligned stores need no alignment.
+        unsafe { store_words(p, words) };
+    }
+
+    /// Write-prefetches the `i`-th slot from `head` on (any `i`: a hint, never an access).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        prefetch_write(self.ring.slot(self.head + i as u64));
+    }
+
+    /// Writes `data` at pool offset `off`. The caller owns that part of the pool (in the
+    /// descriptor ring: the buffer of a slot it holds).
+    #[inline]
+    pub fn pool_write(&mut self, off: usize, data: &[u8]) {
+        let p = self.ring.pool_at(off, data.len()).expect("inside the pool");
+        // SAFETY: inside the pool (checked); the consumer reads this part only after the slot
+        // that points at it is published, and no longer once it released that slot.
+        unsafe { copy_bytes(p, data.as_ptr(), data.len()) };
+    }
+
+    /// Stores two little-endian words at pool offset `off` (see [`Producer::patch_words`]).
+    #[inline]
+    pub fn pool_write_words(&mut self, off: usize, words: [u64; 2]) {
+        let p = self.ring.pool_at(off, 16).expect("inside the pool");
+        // SAFETY: inside the pool (checked); ownership as for `pool_write`.
+        unsafe { store_words(p, words) };
+    }
+
+    /// Write-prefetches pool byte `off`.
+    #[inline]
+    pub fn pool_prefetch(&self, off: usize) {
+        if let Some(p) = self.ring.pool_at(off, 1) {
+            prefetch_write(p);
+        }
     }
 
     /// Hands the first `n` written slots to the consumer.
     #[inline]
     pub fn publish(&mut self, n: usize) {
         assert!(n <= self.writable);
+        if self.streamed {
+            // SAFETY: sfence has no preconditions; it orders the streaming stores before the
+            // index store that publishes them.
+            unsafe { std::arch::x86_64::_mm_sfence() };
+            self.streamed = false;
+        }
         self.head += n as u64;
         self.writable -= n;
         self.ring.index(HEAD).store(self.head, Ordering::Release);
@@ -155,15 +318,40 @@ impl Consumer {
         self.readable
     }
 
-    /// Copies the `i`-th ready slot's first `out.len()` bytes out. `i` below what
+    /// Calls `f` with the first `len` bytes of the `i`-th ready slot, in place. `i` below what
     /// [`Consumer::available`] returned.
     #[inline]
-    pub fn read(&mut self, i: usize, out: &mut [u8]) {
-        assert!(i < self.readable && out.len() <= self.ring.slot_bytes);
+    pub fn peek<R>(&self, i: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(i < self.readable && len <= self.ring.stride);
         let p = self.ring.slot(self.tail + i as u64);
         // SAFETY: the slot is inside the mapping; it was published (Acquire on the producer's
-        // index, i < readable) and is not released yet, so the producer does not write it.
-        unsafe { copy_bytes(out.as_mut_ptr(), p, out.len()) };
+        // index, i < readable) and is not released yet, so the producer does not write it while
+        // the slice lives (it ends with `f`).
+        f(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+
+    /// Calls `f` with pool bytes `[off, off + len)` in place, or `None` when the range is not
+    /// inside the pool (a descriptor from the other side is not trusted).
+    #[inline]
+    pub fn peek_pool<R>(&self, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let p = self.ring.pool_at(off, len)?;
+        // SAFETY: inside the pool (checked); the producer does not write a buffer while the
+        // slot that points at it is published and unreleased (the caller holds such a slot).
+        Some(f(unsafe { std::slice::from_raw_parts(p, len) }))
+    }
+
+    /// Prefetches the `i`-th slot from `tail` on (a hint, never an access).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        prefetch_read(self.ring.slot(self.tail + i as u64));
+    }
+
+    /// Prefetches pool byte `off`.
+    #[inline]
+    pub fn pool_prefetch(&self, off: usize) {
+        if let Some(p) = self.ring.pool_at(off, 1) {
+            prefetch_read(p);
+        }
     }
 
     /// Returns the first `n` read slots to the producer.
@@ -185,45 +373,109 @@ impl Consumer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn two_hundred_thousand_slots_cross_threads_in_order() {
-        let (mut p, mut c) = channel(64, 64).unwrap();
-        const N: u64 = 200_000;
+    fn seq_of(b: &[u8]) -> u64 {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(s)
+    }
+
+    /// Sends `n` slots through a ring with writer `w`, checking order and the last byte.
+    fn cross_threads(n: u64, w: fn(&mut Producer, usize, &[u8])) {
+        let (mut p, mut c) = channel(64, 64, 0).unwrap();
         let t = std::thread::spawn(move || {
             let mut sent = 0u64;
-            while sent < N {
-                let n = p.free(8).min(8).min(crate::num::small(N - sent));
-                for i in 0..n {
+            while sent < n {
+                let k = p.free(8).min(8).min(crate::num::small(n - sent));
+                for i in 0..k {
                     let mut b = [0u8; 64];
                     b[..8].copy_from_slice(&(sent + i as u64).to_le_bytes());
                     b[63] = 0xa5;
-                    p.write(i, &b);
+                    w(&mut p, i, &b);
+                    p.prefetch(i + 8);
                 }
-                p.publish(n);
-                sent += n as u64;
+                p.publish(k);
+                sent += k as u64;
             }
         });
         let mut next = 0u64;
-        let mut b = [0u8; 64];
-        while next < N {
-            let n = c.available(8).min(8);
-            for i in 0..n {
-                c.read(i, &mut b);
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&b[..8]);
-                assert_eq!(u64::from_le_bytes(s), next);
-                assert_eq!(b[63], 0xa5);
+        while next < n {
+            let k = c.available(8).min(8);
+            for i in 0..k {
+                c.prefetch(i + 8);
+                let (s, last) = c.peek(i, 64, |b| (seq_of(b), b[63]));
+                assert_eq!(s, next);
+                assert_eq!(last, 0xa5);
                 next += 1;
             }
-            c.release(n);
+            c.release(k);
         }
         t.join().unwrap();
-        assert_eq!(c.consumed(), N);
+        assert_eq!(c.consumed(), n);
+    }
+
+    #[test]
+    fn two_hundred_thousand_slots_cross_threads_in_order() {
+        cross_threads(200_000, |p, i, b| p.write(i, b));
+    }
+
+    #[test]
+    fn streamed_slots_cross_threads_in_order() {
+        cross_threads(200_000, |p, i, b| p.write_stream(i, b));
+    }
+
+    #[test]
+    fn unchanged_bytes_are_kept_and_changed_ones_written() {
+        let (mut p, mut c) = channel(4, 64, 0).unwrap();
+        for round in 0..3u8 {
+            let k = p.free(4);
+            assert_eq!(k, 4);
+            for i in 0..4 {
+                p.write_if_changed(i, 8, &[round / 2, 7, 7, 7]);
+            }
+            p.publish(4);
+            assert_eq!(c.available(4), 4);
+            for i in 0..4 {
+                assert_eq!(c.peek(i, 12, |b| b[8..12].to_vec()), [round / 2, 7, 7, 7]);
+            }
+            c.release(4);
+        }
+    }
+
+    #[test]
+    fn patched_fields_land_over_the_copied_frame() {
+        let (mut p, mut c) = channel(4, 64, 0).unwrap();
+        p.free(1);
+        p.write(0, &[1u8; 64]);
+        p.patch_words(0, 22, [0x0909_0909_0909_0909, 0x0909_0909_0909_0909]);
+        p.publish(1);
+        c.available(1);
+        c.peek(0, 64, |b| {
+            assert_eq!(&b[..22], &[1u8; 22]);
+            assert_eq!(&b[22..38], &[9u8; 16]);
+            assert_eq!(&b[38..], &[1u8; 26]);
+        });
+    }
+
+    #[test]
+    fn the_pool_is_read_in_place_through_the_other_mapping() {
+        let (mut p, c) = channel(4, 16, 8192).unwrap();
+        p.pool_write(4000, &[3u8; 200]);
+        assert_eq!(
+            c.peek_pool(4000, 200, |b| b.iter().all(|&x| x == 3)),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn test_pool_range_past_the_end_is_refused() {
+        let (_p, c) = channel(4, 16, 4096).unwrap();
+        assert_eq!(c.peek_pool(4000, 97, |_| ()), None);
+        assert_eq!(c.peek_pool(usize::MAX, 2, |_| ()), None);
     }
 
     #[test]
     fn a_full_ring_has_no_free_slot_until_the_consumer_releases() {
-        let (mut p, mut c) = channel(4, 64).unwrap();
+        let (mut p, mut c) = channel(4, 64, 0).unwrap();
         assert_eq!(p.free(1), 4);
         for i in 0..4 {
             p.write(i, &[0x40; 64]);
@@ -238,13 +490,18 @@ mod tests {
     #[test]
     #[should_panic]
     fn test_write_beyond_the_free_slots() {
-        let (mut p, _c) = channel(4, 64).unwrap();
+        let (mut p, _c) = channel(4, 64, 0).unwrap();
         p.free(1);
         p.write(4, &[0u8; 64]);
     }
 
     #[test]
     fn test_slot_count_not_a_power_of_two() {
-        assert!(channel(3, 64).is_err());
+        assert!(channel(3, 64, 0).is_err());
+    }
+
+    #[test]
+    fn test_stride_not_a_multiple_of_sixteen() {
+        assert!(channel(4, 24, 0).is_err());
     }
 }

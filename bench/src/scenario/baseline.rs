@@ -76,5 +76,6 @@ fn window(
         cycles_of: "loop",
         latency,
         errors: rx.out_of_order,
+        detail: None,
     })
 }

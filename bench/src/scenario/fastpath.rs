@@ -278,6 +278,7 @@ impl FastpathScenario {
             cycles_of: "sender",
             latency,
             errors: num(&r, "out_of_order"),
+            detail: None,
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct Measurement {
     pub latency: Latency,
     /// Packets that arrived out of order or damaged.
     pub errors: u64,
+    /// How the scenario ran, when it chose (the ring limits' winning configuration).
+    pub detail: Option<String>,
 }
 
 impl Measurement {
@@ -119,6 +121,12 @@ pub const REGISTRY: &[Entry] = &[
         summary: "a bare shared-memory SPSC ring between two cores (memfd mapped twice): the \
                   physical limit of this machine",
         open: ring_limit::open,
+    },
+    Entry {
+        name: "ring-limit-desc",
+        summary: "the same ring carrying 16-byte descriptors of frames that stay in the \
+                  producer's pool, read in place: the limit of zero-copy",
+        open: ring_limit::open_desc,
     },
     Entry {
         name: "syscall",
@@ -205,6 +213,7 @@ mod tests {
                 "fastpath-copy",
                 "fastpath-zerocopy",
                 "ring-limit",
+                "ring-limit-desc",
                 "syscall",
                 "kvm-exit",
                 "mprotect-view"

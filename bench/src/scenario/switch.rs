@@ -260,6 +260,7 @@ impl SwitchScenario {
             cycles_of: "pmd-busy",
             latency,
             errors: rx.out_of_order,
+            detail: None,
         })
     }
 }
