@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod compare;
 pub mod error;
+pub mod hugepages;
 pub mod latency;
 pub mod linerate;
 pub mod num;

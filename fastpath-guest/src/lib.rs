@@ -138,6 +138,17 @@ impl Channel {
         }
     }
 
+    /// Accounts a send on this channel in the doorbell and wakes the peer when there is work.
+    fn sent(&mut self, n: usize, bytes: u64, dropped: u64) {
+        self.report_device_errors();
+        self.doorbell.bump(db::SENT_PACKETS, n as u64);
+        self.doorbell.bump(db::SENT_BYTES, bytes);
+        self.doorbell.bump(db::SENDER_DROPS, dropped);
+        if n > 0 {
+            self.wake_peer.notify();
+        }
+    }
+
     /// Whether we send on this channel (else we receive).
     pub fn sends(&self) -> bool {
         matches!(self.role, Role::CopyUser(_) | Role::ZcOwner(_))
@@ -154,6 +165,11 @@ impl Channel {
             _ => None,
         }
     }
+}
+
+/// Our zero-copy sending channel to a peer, found once per send.
+struct ZcSend<'a> {
+    ch: &'a mut Channel,
 }
 
 /// Counters of a fast-path guest.
@@ -483,6 +499,15 @@ impl FastpathGuest {
     /// Sends frames to `dst`: through our sending channel to it when there is one, else
     /// through the switch. Returns how many were accepted.
     pub fn send<F: AsRef<[u8]>>(&mut self, dst: [u8; 6], frames: &[F]) -> Result<usize> {
+        if let Some(ZcSend { .. }) = self.zc_sender(dst) {
+            let sizes = frames.iter().map(|f| f.as_ref().len());
+            let mut it = frames.iter();
+            return self.send_in_place(dst, sizes, |_, _, buf| {
+                if let Some(f) = it.next() {
+                    buf.copy_from_slice(f.as_ref());
+                }
+            });
+        }
         let views = &self.views;
         if let Some(ch) = self
             .channels
@@ -504,31 +529,10 @@ impl FastpathGuest {
                     q.flush();
                     (n, bytes)
                 })?,
-                Role::ZcOwner(d) => {
-                    d.queue.reclaim();
-                    let mut n = 0;
-                    let mut bytes = 0;
-                    for f in frames {
-                        let f = f.as_ref();
-                        if !d.queue.push_tx(f) {
-                            break;
-                        }
-                        n += 1;
-                        bytes += f.len() as u64;
-                    }
-                    d.queue.publish();
-                    (n, bytes)
-                }
                 _ => (0, 0),
             };
             let dropped = (frames.len() - n) as u64;
-            ch.report_device_errors();
-            ch.doorbell.bump(db::SENT_PACKETS, n as u64);
-            ch.doorbell.bump(db::SENT_BYTES, bytes);
-            ch.doorbell.bump(db::SENDER_DROPS, dropped);
-            if n > 0 {
-                ch.wake_peer.notify();
-            }
+            ch.sent(n, bytes, dropped);
             self.counts.sent_channel += n as u64;
             self.counts.send_full += dropped;
             return Ok(n);
@@ -544,6 +548,58 @@ impl FastpathGuest {
         self.net.tx.publish();
         self.counts.sent_switch += n as u64;
         self.counts.send_full += (frames.len() - n) as u64;
+        Ok(n)
+    }
+
+    fn zc_sender(&mut self, dst: [u8; 6]) -> Option<ZcSend<'_>> {
+        self.channels
+            .iter_mut()
+            .find(|c| c.peer == dst && c.sends())
+            .filter(|c| matches!(c.role, Role::ZcOwner(_)))
+            .map(|ch| ZcSend { ch })
+    }
+
+    /// Sends frames of the lengths `sizes` gives to `dst`, each written in place by
+    /// `fill(i, id, frame)` (`i`: its place in this call; `id`: the buffer's descriptor, so a
+    /// sender that remembers what it wrote there can rewrite only what changes). On a
+    /// zero-copy channel the frame is built in the transmit buffer the peer reads, so nothing
+    /// is copied; on any other path it is built in scratch memory and sent as [`Self::send`]
+    /// would. Returns how many were accepted (the first ones).
+    pub fn send_in_place(
+        &mut self,
+        dst: [u8; 6],
+        sizes: impl ExactSizeIterator<Item = usize>,
+        mut fill: impl FnMut(usize, u16, &mut [u8]),
+    ) -> Result<usize> {
+        let offered = sizes.len();
+        let Some(ZcSend { ch }) = self.zc_sender(dst) else {
+            let frames: Vec<Vec<u8>> = sizes
+                .enumerate()
+                .map(|(i, len)| {
+                    let mut f = vec![0u8; len];
+                    fill(i, u16::MAX, &mut f);
+                    f
+                })
+                .collect();
+            return self.send(dst, &frames);
+        };
+        let Role::ZcOwner(d) = &mut ch.role else {
+            return Ok(0);
+        };
+        d.queue.reclaim();
+        let (mut n, mut bytes) = (0, 0u64);
+        for len in sizes {
+            if !d.queue.push_tx_with(len, |id, buf| fill(n, id, buf)) {
+                break;
+            }
+            n += 1;
+            bytes += len as u64;
+        }
+        d.queue.publish();
+        let dropped = (offered - n) as u64;
+        ch.sent(n, bytes, dropped);
+        self.counts.sent_channel += n as u64;
+        self.counts.send_full += dropped;
         Ok(n)
     }
 

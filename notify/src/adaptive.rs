@@ -70,6 +70,10 @@ impl Notifier for AdaptiveNotifier {
         if self.cursor.poll(&self.word) {
             return self.polled();
         }
+        if timeout == Some(Duration::ZERO) {
+            // A poll: no clock, no sleep (a receiver asks this once per loop).
+            return WaitOutcome::TimedOut;
+        }
         let deadline = Deadline::after(timeout);
         let poll_end = tsc::now()
             .saturating_add(self.budget_ticks)

@@ -35,6 +35,10 @@ impl Notifier for FutexNotifier {
         if self.cursor.poll(&self.word) {
             return WaitOutcome::Notified;
         }
+        if timeout == Some(Duration::ZERO) {
+            // A poll: no clock, no sleep (a receiver asks this once per loop).
+            return WaitOutcome::TimedOut;
+        }
         let deadline = Deadline::after(timeout);
         match sleep_until_changed(&self.word, self.cursor.seen(), &deadline) {
             Some(seq) => WaitOutcome::from_notified(self.cursor.advance(seq)),

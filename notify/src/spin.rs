@@ -34,6 +34,10 @@ impl Notifier for SpinNotifier {
         if self.cursor.poll(&self.word) {
             return WaitOutcome::Notified;
         }
+        if timeout == Some(Duration::ZERO) {
+            // A poll: no clock, no sleep (a receiver asks this once per loop).
+            return WaitOutcome::TimedOut;
+        }
         let deadline = Deadline::after(timeout);
         loop {
             if deadline.expired() {

@@ -28,6 +28,7 @@ pub(crate) fn usize_of(v: u64) -> usize {
     v as usize
 }
 pub mod backend;
+pub mod chain;
 pub mod driver;
 pub mod frontend;
 pub mod guest;

@@ -98,6 +98,7 @@ impl Descriptor {
         }
     }
 
+    #[cfg(test)]
     fn to_bytes(self) -> [u8; 16] {
         let mut b = [0u8; 16];
         b[0..8].copy_from_slice(&self.addr.to_le_bytes());
@@ -178,8 +179,25 @@ impl RawRing {
     #[inline]
     pub fn write_desc(&self, i: u16, d: Descriptor) {
         let off = DESC_SIZE * usize::from(i & self.mask);
-        // SAFETY: as in `read_desc`; the area is writable.
-        unsafe { ptr::write_volatile(self.desc.add(off).cast::<[u8; 16]>(), d.to_bytes()) }
+        let hi = u64::from(d.len) | u64::from(d.flags) << 32 | u64::from(d.next) << 48;
+        // SAFETY: as in `read_desc`; the area is writable and 16-aligned (checked at
+        // construction), so both words are aligned. Two word stores: a volatile [u8; 16] write
+        // is sixteen byte stores.
+        unsafe {
+            let p = self.desc.add(off).cast::<u64>();
+            ptr::write_volatile(p, d.addr.to_le());
+            ptr::write_volatile(p.add(1), hi.to_le());
+        }
+    }
+
+    /// Writes descriptor `i` only when it differs from what is there (driver side). A queue that
+    /// reuses its descriptors in order finds them unchanged, and the device's cached copy of the
+    /// line stays valid: no cache-line transfer per packet for the descriptor table.
+    #[inline]
+    pub fn write_desc_if_changed(&self, i: u16, d: Descriptor) {
+        if self.read_desc(i) != d {
+            self.write_desc(i, d);
+        }
     }
 
     #[inline]
@@ -219,6 +237,14 @@ impl RawRing {
         let off = 4 + 2 * usize::from(i & self.mask);
         self.u16_at(self.avail.wrapping_add(off))
             .store(head, Ordering::Relaxed)
+    }
+
+    /// Like [`Self::set_avail_entry`], leaving the line untouched when it already says `head`.
+    #[inline]
+    pub fn set_avail_entry_if_changed(&self, i: u16, head: u16) {
+        if self.avail_entry(i) != head {
+            self.set_avail_entry(i, head);
+        }
     }
 
     /// `used_event` (EVENT_IDX): the used index at which the driver wants an interrupt.
@@ -284,6 +310,24 @@ impl RawRing {
             ptr::write_volatile(p, id.to_le());
             ptr::write_volatile(p.add(1), len.to_le());
         }
+    }
+
+    /// Like [`Self::set_used_elem`], leaving the line untouched when it already holds the entry
+    /// (an in-order queue that returns its buffers with the same lengths writes the same entries
+    /// lap after lap; skipping them keeps the driver's cached copy valid).
+    #[inline]
+    pub fn set_used_elem_if_changed(&self, i: u16, id: u32, len: u32) {
+        if self.used_elem(i) != (id, len) {
+            self.set_used_elem(i, id, len);
+        }
+    }
+
+    /// Host address of used element `i` (index masked), for prefetching.
+    #[inline]
+    pub fn used_elem_addr(&self, i: u16) -> *const u8 {
+        self.used
+            .wrapping_add(4 + 8 * usize::from(i & self.mask))
+            .cast_const()
     }
 
     /// `avail_event` (EVENT_IDX): the avail index at which the device wants a kick.
@@ -397,6 +441,18 @@ pub fn prefetch(p: *const u8) {
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
     };
+}
+
+/// Asks the CPU to fetch the cache line holding `p` for writing (PREFETCHW): a line another core
+/// holds is then invalidated there ahead of the store, instead of stalling the store queue when
+/// the store comes. A hint like [`prefetch`]: never faults, whatever the address.
+#[inline(always)]
+pub fn prefetch_write(p: *const u8) {
+    // SAFETY: PREFETCHW is a hint that cannot fault or change memory, even for invalid
+    // addresses; CPUs without it (pre-Broadwell Intel) execute the 0F 0D opcode as a NOP.
+    unsafe {
+        std::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
+    }
 }
 
 /// Ring layout checks shared by the device and the driver: the queue size and the alignment of

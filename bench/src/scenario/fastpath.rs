@@ -89,6 +89,8 @@ impl Drop for Peer {
 struct Running {
     switch: Switch,
     dir: PathBuf,
+    // Last: the regions are gone before the hugepages go back.
+    _huge: crate::hugepages::Reservation,
 }
 
 impl Drop for Running {
@@ -203,8 +205,13 @@ fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> 
         man.as_str(),
     ];
     let cfg = Config::parse_from(args).map_err(|e| Error::Switch(e.to_string()))?;
+    let huge = crate::hugepages::reserve(crate::hugepages::PAGES);
     let switch = Switch::start(&cfg).map_err(Error::Switch)?;
-    let running = Running { switch, dir };
+    let running = Running {
+        switch,
+        dir,
+        _huge: huge,
+    };
     for p in &cfg.ports {
         running.switch.add_port(p.clone()).map_err(Error::Switch)?;
     }
