@@ -18,7 +18,7 @@ const MEMINFO: &str = "/proc/meminfo";
 /// Hugepages the two fast-path guests of a scenario need: the owner's dedicated region (used
 /// ring, rings and buffers on pages of their own: 3 for a 1024-entry queue, 6 for 4096) with
 /// room to spare.
-pub const PAGES: u64 = 16;
+pub const PAGES: u64 = 24;
 
 struct Pool {
     users: usize,

@@ -18,6 +18,7 @@ pub mod compare;
 pub mod error;
 pub mod hugepages;
 pub mod latency;
+pub mod limits;
 pub mod linerate;
 pub mod num;
 pub mod pacing;

@@ -16,7 +16,7 @@ use std::sync::mpsc::{channel, Receiver as Chan};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use fastpath_guest::{FastpathGuest, FpConfig};
+use fastpath_guest::{FastpathGuest, FpConfig, VisitStats};
 use hypervisor_hooks::proto::Mode;
 use notify::tsc;
 use serde_json::json;
@@ -57,19 +57,55 @@ pub struct PeerArgs {
     pub hooks: PathBuf,
     #[arg(long)]
     pub core: usize,
-    #[arg(long, default_value_t = 1024)]
+    /// Entries of every queue: room for the adaptive visits (up to 3/4 of a queue) to fill
+    /// while the other side works on the previous one.
+    #[arg(long, default_value_t = 8192)]
     pub queue: u16,
-    /// Frames the sender offers per `send` (copy mode: per entry into its view of the peer's
-    /// queue). View switches through mprotect cost microseconds each, so they are amortised over
-    /// large bursts; 512 measured best here (128: 15 Mpps in copy mode, 512: 22 Mpps).
-    #[arg(long, default_value_t = 512)]
+    /// Most frames the sender offers per `send`. Copy mode offers what one visit to the peer's
+    /// queue should carry so view switches stay under 8 % of it (measured as it runs, see
+    /// fastpath_guest::visits), up to this; zero-copy (no view on the sender's side) publishes
+    /// every 256 frames, up to this.
+    #[arg(long, default_value_t = 6144)]
     pub burst: usize,
-    /// Frames the receiver takes per `recv` (zero-copy: per visit to its view of the sender's
-    /// queue); 1024 measured best here for zero-copy (256: 20 Mpps, 1024: 28 Mpps).
-    #[arg(long, default_value_t = 1024)]
+    /// Most frames the receiver takes per `recv` (zero-copy: per visit to its view of the
+    /// sender's queue, which it enters once enough frames wait; see fastpath_guest::visits).
+    #[arg(long, default_value_t = 8192)]
     pub rx_batch: usize,
     #[arg(long, default_value = "adaptive")]
     pub notify: String,
+}
+
+/// One frame in this many has its latency recorded (as `ring-limit` does).
+const LATENCY_EVERY: u64 = crate::scenario::ring_limit::STAMP_EVERY;
+
+/// Frames a zero-copy sender publishes at a time.
+const ZC_BURST: usize = 256;
+
+/// The visit figures of our channel since `before`, for the scenario's report.
+fn visits_json(g: &FastpathGuest, before: VisitStats) -> serde_json::Value {
+    let now = channel_visits(g);
+    let d = VisitStats {
+        visits: now.visits - before.visits,
+        frames: now.frames - before.frames,
+        enter_cycles: now.enter_cycles - before.enter_cycles,
+        work_cycles: now.work_cycles - before.work_cycles,
+        leave_cycles: now.leave_cycles - before.leave_cycles,
+    };
+    json!({
+        "backend": format!("{:?}", g.backend()),
+        "visits": d.visits,
+        "frames": d.frames,
+        "switch_cycles": d.switch_cycles(),
+        "switch_share": d.switch_share(),
+        "work_per_frame": d.work_per_frame(),
+    })
+}
+
+fn channel_visits(g: &FastpathGuest) -> VisitStats {
+    g.channels()
+        .first()
+        .map(|c| c.visit_stats())
+        .unwrap_or_default()
 }
 
 fn say(v: serde_json::Value) {
@@ -175,6 +211,7 @@ fn send_window(
         .map(|_| packet::template(dst, src, size, run))
         .collect();
     let in_place = mode == Mode::ZeroCopy;
+    let before = channel_visits(g);
     // Which transmit buffers hold this run's frame already (by descriptor id).
     let mut filled = vec![false; usize::from(u16::MAX)];
     let size = bufs[0].len();
@@ -184,6 +221,14 @@ fn send_window(
     let pacer = Pacer::new(start, rate, hz);
     let mut t = start;
     while t < end {
+        let burst = if in_place {
+            burst.min(ZC_BURST)
+        } else {
+            g.channels()
+                .iter()
+                .find(|c| c.sends())
+                .map_or(burst, |c| c.visit_target().min(burst))
+        };
         let due = pacer.due(t, sent, burst);
         if due > 0 {
             let now = tsc::now();
@@ -212,7 +257,11 @@ fn send_window(
         }
         t = tsc::now();
     }
-    Ok(json!({"sent": sent, "cycles": t.saturating_sub(start)}))
+    Ok(json!({
+        "sent": sent,
+        "cycles": t.saturating_sub(start),
+        "visits": visits_json(g, before),
+    }))
 }
 
 fn receive(
@@ -221,18 +270,22 @@ fn receive(
     cmds: &Chan<String>,
     batch: usize,
 ) -> Result<serde_json::Value> {
+    let before = channel_visits(g);
     let mut rx = Receiver::new(run);
     let mut latency = Latency::new();
-    let mut hdr = [0u8; packet::HEADER_LEN];
     let mut expect: Option<u64> = None;
     let mut quiet_since: Option<Instant> = None;
     loop {
         let got = g
             .recv(batch, |f| {
                 // In place for zero-copy: only the header is read, never the frame copied.
-                let n = f.read(0, &mut hdr);
+                let (hdr, n) = f.head::<{ packet::HEADER_LEN }>();
                 if let Some(st) = rx.accept(&hdr[..n]) {
-                    latency.record(st.tsc, tsc::now());
+                    // Every frame is checked; one in LATENCY_EVERY is timed (reading the clock
+                    // and recording it costs about what taking the frame does).
+                    if st.seq % LATENCY_EVERY == 0 {
+                        latency.record(st.tsc, tsc::now());
+                    }
                 }
             })
             .map_err(fail)?;
@@ -263,5 +316,6 @@ fn receive(
         "received": rx.received,
         "out_of_order": rx.out_of_order,
         "latency": latency.to_pairs(),
+        "visits": visits_json(g, before),
     }))
 }

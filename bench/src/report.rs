@@ -124,7 +124,11 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
             ns(r.latency_ns.p999),
         );
     }
-    for line in fastpath_ratios(rows) {
+    for line in fastpath_ratios(rows)
+        .into_iter()
+        .chain(crate::limits::limit_ratios(rows))
+        .chain(crate::limits::details(rows))
+    {
         let _ = writeln!(s, "{line}");
     }
     for n in notes {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod frame;
 pub mod owner;
 pub mod user;
+pub mod visits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ use client::{Event, HooksClient, QueueSpec};
 use doorbell::Doorbell;
 use owner::Dedicated;
 use user::PeerQueue;
+pub use visits::VisitStats;
+use visits::Visits;
 
 /// How a fast-path guest is set up.
 #[derive(Debug, Clone)]
@@ -82,6 +85,21 @@ impl Rx<'_> {
         self.len() == 0
     }
 
+    /// The frame's first `N` bytes (its headers), zero-padded past its end, and how many were
+    /// real: one load where they lie in one buffer, the usual case.
+    #[inline]
+    pub fn head<const N: usize>(&self) -> ([u8; N], usize) {
+        match self {
+            Rx::Bytes(b) => {
+                let mut a = [0u8; N];
+                let n = b.len().min(N);
+                a[..n].copy_from_slice(&b[..n]);
+                (a, n)
+            }
+            Rx::InPlace(c, skip) => c.peek::<N>(*skip),
+        }
+    }
+
     /// Copies bytes `[offset, offset + out.len())` of the frame into `out`; returns how many.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> usize {
         match self {
@@ -123,6 +141,13 @@ pub struct Channel {
     wake_peer: Box<dyn Notifier>,
     /// What the other side uses to wake us.
     wait_here: Box<dyn Notifier>,
+    /// What our visits to the peer's queue cost, and how many frames one should carry.
+    visits: Visits,
+    /// Chains we took from the peer's queue (zero-copy receiver), to compare with what the
+    /// peer says it sent.
+    consumed: u64,
+    /// When frames were first seen waiting (TSC), until the visit that takes them.
+    pending_since: Option<u64>,
 }
 
 impl Channel {
@@ -156,6 +181,17 @@ impl Channel {
 
     pub fn doorbell(&self) -> &Doorbell {
         &self.doorbell
+    }
+
+    /// The cost of our visits to the peer's queue (none when we own the queue).
+    pub fn visit_stats(&self) -> VisitStats {
+        self.visits.stats
+    }
+
+    /// Frames a visit should carry to keep view switches under their share
+    /// ([`visits::SWITCH_SHARE`]): what a copy-mode sender should offer per send.
+    pub fn visit_target(&self) -> usize {
+        self.visits.target()
     }
 
     /// The peer region's address range in this process, when we are its user.
@@ -195,6 +231,9 @@ pub struct FastpathGuest {
     pub counts: Counts,
     scratch: Vec<u8>,
     refused: Vec<(u64, String)>,
+    queue_size: u16,
+    /// [`visits::MAX_WAIT`] in TSC ticks.
+    max_wait_ticks: u64,
 }
 
 /// The trampoline of this process: the code of eptp-views that switches views.
@@ -280,6 +319,11 @@ impl FastpathGuest {
             counts: Counts::default(),
             scratch: Vec::with_capacity(16384),
             refused: Vec::new(),
+            queue_size: cfg.queue_size,
+            max_wait_ticks: u64::try_from(
+                notify::tsc::hz() as u128 * visits::MAX_WAIT.as_nanos() / 1_000_000_000,
+            )
+            .unwrap_or(u64::MAX),
         })
     }
 
@@ -440,6 +484,9 @@ impl FastpathGuest {
             more: false,
             wake_peer,
             wait_here,
+            visits: Visits::new(self.queue_size),
+            consumed: 0,
+            pending_since: None,
         });
         self.counts.channels_opened += 1;
         Ok(())
@@ -515,7 +562,10 @@ impl FastpathGuest {
             .find(|c| c.peer == dst && c.sends())
         {
             let (n, bytes) = match &mut ch.role {
-                Role::CopyUser(pq) => pq.with(views, |q| {
+                Role::CopyUser(pq) => {
+                    let t0 = notify::tsc::now();
+                    let (n, bytes, t1, t2) = pq.with(views, |q| {
+                    let t1 = notify::tsc::now();
                     let mut n = 0;
                     let mut bytes = 0;
                     for f in frames {
@@ -527,8 +577,11 @@ impl FastpathGuest {
                         bytes += f.len() as u64;
                     }
                     q.flush();
+                    (n, bytes, t1, notify::tsc::now())
+                    })?;
+                    ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
                     (n, bytes)
-                })?,
+                }
                 _ => (0, 0),
             };
             let dropped = (frames.len() - n) as u64;
@@ -628,12 +681,30 @@ impl FastpathGuest {
                 }
                 Role::ZcUser(pq) => {
                     // The peer's ring is out of reach outside the view, and entering costs
-                    // protection changes: enter only when the sender has said there is work
-                    // (its notify after each publish), or when the last visit left some.
-                    if !ch.more && !ch.wait_here.wait(Some(Duration::ZERO)).is_notified() {
+                    // protection changes: enter when enough frames wait to pay for them (what
+                    // the peer says it sent, from the doorbell: a hint only, a lie costs the
+                    // liar latency), when some have waited long enough, or when the last visit
+                    // left some.
+                    let now = notify::tsc::now();
+                    let sent = ch.doorbell.get(db::SENT_PACKETS);
+                    let waiting = sent.wrapping_sub(ch.consumed);
+                    let notified = ch.wait_here.wait(Some(Duration::ZERO)).is_notified();
+                    if (notified || (waiting > 0 && waiting < 1 << 32))
+                        && ch.pending_since.is_none()
+                    {
+                        ch.pending_since = Some(now);
+                    }
+                    let waited = ch
+                        .pending_since
+                        .is_some_and(|t| now.wrapping_sub(t) >= self.max_wait_ticks);
+                    let enough = waiting >= ch.visits.target() as u64 && waiting < 1 << 32;
+                    if !(ch.more || enough || waited) {
                         continue;
                     }
-                    let (n, bytes, more) = pq.with(views, |q| {
+                    ch.pending_since = None;
+                    let t0 = notify::tsc::now();
+                    let (n, bytes, more, t1, t2) = pq.with(views, |q| {
+                        let t1 = notify::tsc::now();
                         let hdr = q.features().hdr_len;
                         let (mut n, mut bytes) = (0, 0u64);
                         // Drain what is there, up to `left`, in one visit.
@@ -646,10 +717,14 @@ impl FastpathGuest {
                             q.complete_burst();
                             n += k;
                             if k < vhost_user::virtq::BURST || n >= left {
-                                break (n, bytes, k == vhost_user::virtq::BURST);
+                                let more = k == vhost_user::virtq::BURST;
+                                break (n, bytes, more, t1, notify::tsc::now());
                             }
                         }
                     })?;
+                    ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
+                    ch.consumed += n as u64
+                        + pq.counters.total_errors().saturating_sub(ch.reported_errors);
                     ch.more = more;
                     (n, bytes)
                 }

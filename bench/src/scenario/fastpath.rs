@@ -285,9 +285,29 @@ impl FastpathScenario {
             cycles_of: "sender",
             latency,
             errors: num(&r, "out_of_order"),
-            detail: None,
+            detail: visit_detail(&s["visits"], &r["visits"]),
         })
     }
+}
+
+/// The view-switch figures of the side that enters the view (the sender in copy mode, the
+/// receiver in zero-copy), as the row's detail: backend, one switch's cost, its share of the
+/// visits, frames per visit and work per frame.
+fn visit_detail(sender: &Value, receiver: &Value) -> Option<String> {
+    let v = [sender, receiver]
+        .into_iter()
+        .find(|v| v["visits"].as_u64().unwrap_or(0) > 0)?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let visits = f("visits");
+    let share = f("switch_share") * 100.0;
+    Some(format!(
+        "{} views: switch {:.0} cycles, {share:.1}% of visit cycles{}, {:.0} frames/visit, {:.1} cycles/frame inside",
+        v["backend"].as_str().unwrap_or("?"),
+        f("switch_cycles"),
+        if share > 10.0 { " (ABOVE 10%)" } else { "" },
+        f("frames") / visits.max(1.0),
+        f("work_per_frame"),
+    ))
 }
 
 impl Scenario for FastpathScenario {
