@@ -93,9 +93,15 @@ mod tests {
 
     #[test]
     fn a_path_above_its_limit_is_flagged() {
-        let rows = [row("fastpath-zerocopy", 64, 60.0), row("ring-limit-desc", 64, 50.0)];
+        let rows = [
+            row("fastpath-zerocopy", 64, 60.0),
+            row("ring-limit-desc", 64, 50.0),
+        ];
         let l = limit_ratios(&rows);
-        assert!(l[0].contains("1.20x of ring-limit-desc (ABOVE ITS LIMIT"), "{l:?}");
+        assert!(
+            l[0].contains("1.20x of ring-limit-desc (ABOVE ITS LIMIT"),
+            "{l:?}"
+        );
     }
 
     #[test]

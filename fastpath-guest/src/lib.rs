@@ -565,19 +565,19 @@ impl FastpathGuest {
                 Role::CopyUser(pq) => {
                     let t0 = notify::tsc::now();
                     let (n, bytes, t1, t2) = pq.with(views, |q| {
-                    let t1 = notify::tsc::now();
-                    let mut n = 0;
-                    let mut bytes = 0;
-                    for f in frames {
-                        let f = f.as_ref();
-                        if q.enqueue(Source::Bytes(f)).is_err() {
-                            break;
+                        let t1 = notify::tsc::now();
+                        let mut n = 0;
+                        let mut bytes = 0;
+                        for f in frames {
+                            let f = f.as_ref();
+                            if q.enqueue(Source::Bytes(f)).is_err() {
+                                break;
+                            }
+                            n += 1;
+                            bytes += f.len() as u64;
                         }
-                        n += 1;
-                        bytes += f.len() as u64;
-                    }
-                    q.flush();
-                    (n, bytes, t1, notify::tsc::now())
+                        q.flush();
+                        (n, bytes, t1, notify::tsc::now())
                     })?;
                     ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
                     (n, bytes)
@@ -724,7 +724,9 @@ impl FastpathGuest {
                     })?;
                     ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
                     ch.consumed += n as u64
-                        + pq.counters.total_errors().saturating_sub(ch.reported_errors);
+                        + pq.counters
+                            .total_errors()
+                            .saturating_sub(ch.reported_errors);
                     ch.more = more;
                     (n, bytes)
                 }

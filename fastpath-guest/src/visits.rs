@@ -114,12 +114,17 @@ impl Visits {
 
 /// Frames per visit at which a switch of `switch` cycles is [`SWITCH_SHARE`] of the visit, with
 /// `per_frame` cycles of work per frame: switch / (switch + n * per_frame) <= share.
+// n is finite and clamped to [MIN_TARGET, cap] (both usize) before the cast: it neither
+// truncates nor loses a sign.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub fn target_for(switch: f64, per_frame: f64, cap: usize) -> usize {
     if per_frame <= 0.0 || !switch.is_finite() || !per_frame.is_finite() {
         return cap;
     }
-    let n = switch * (1.0 - SWITCH_SHARE) / (SWITCH_SHARE * per_frame);
-    (n.ceil() as usize).clamp(MIN_TARGET, cap)
+    let n = (switch * (1.0 - SWITCH_SHARE) / (SWITCH_SHARE * per_frame))
+        .ceil()
+        .clamp(MIN_TARGET as f64, cap as f64);
+    n as usize
 }
 
 #[cfg(test)]
