@@ -195,6 +195,7 @@ pub fn main(a: PeerArgs) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_window(
     g: &mut FastpathGuest,
     dst: [u8; 6],
