@@ -60,8 +60,8 @@ pub fn details(rows: &[Row]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn row(s: &str, size: u32, mpps: f64) -> Row {
-        let n = (mpps * 1e6) as u64;
+    fn row(s: &str, size: u32, mpps: u64) -> Row {
+        let n = mpps * 1_000_000;
         let m = crate::scenario::Measurement {
             sent: n,
             received: n,
@@ -78,10 +78,10 @@ mod tests {
     #[test]
     fn paths_are_compared_with_their_own_limit() {
         let rows = [
-            row("fastpath-copy", 64, 20.0),
-            row("ring-limit", 64, 80.0),
-            row("fastpath-zerocopy", 64, 45.0),
-            row("ring-limit-desc", 64, 50.0),
+            row("fastpath-copy", 64, 20),
+            row("ring-limit", 64, 80),
+            row("fastpath-zerocopy", 64, 45),
+            row("ring-limit-desc", 64, 50),
         ];
         assert_eq!(
             limit_ratios(&rows),
@@ -94,8 +94,8 @@ mod tests {
     #[test]
     fn a_path_above_its_limit_is_flagged() {
         let rows = [
-            row("fastpath-zerocopy", 64, 60.0),
-            row("ring-limit-desc", 64, 50.0),
+            row("fastpath-zerocopy", 64, 60),
+            row("ring-limit-desc", 64, 50),
         ];
         let l = limit_ratios(&rows);
         assert!(
@@ -106,6 +106,6 @@ mod tests {
 
     #[test]
     fn no_line_without_the_limit_row() {
-        assert!(limit_ratios(&[row("fastpath-copy", 64, 20.0)]).is_empty());
+        assert!(limit_ratios(&[row("fastpath-copy", 64, 20)]).is_empty());
     }
 }
