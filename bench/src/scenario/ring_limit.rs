@@ -68,7 +68,8 @@ pub struct Config {
     /// Frames: non-temporal stores. Descriptors: skip a store whose bytes are already there.
     pub alt_store: bool,
     /// Slot stride in 64-byte lines beyond the minimum: 0 (packed) or 1 (a spare line, so the
-    /// adjacent-line prefetcher never pulls a neighbour's slot).
+    /// adjacent-line prefetcher never pulls a neighbour's slot; for descriptors, the pool's
+    /// buffers get it too).
     pub pad: usize,
 }
 
@@ -110,8 +111,15 @@ impl Config {
             (Kind::Frame, true) => "non-temporal stores",
             (Kind::Descriptor, true) => "unchanged bytes not rewritten",
         };
+        let pool = match kind {
+            Kind::Frame => String::new(),
+            Kind::Descriptor => format!(
+                ", {}-byte pool buffers",
+                size.next_multiple_of(64) + 64 * self.pad
+            ),
+        };
         format!(
-            "batch {}, {}prefetch, {store}, {}-byte slots",
+            "batch {}, {}prefetch, {store}, {}-byte slots{pool}",
             self.batch,
             if self.prefetch { "" } else { "no " },
             self.stride(kind, size)
@@ -319,7 +327,14 @@ pub fn transfer(
     secs: f64,
     rate: Option<f64>,
 ) -> Result<Measurement> {
-    let buf = size.next_multiple_of(64);
+    // Pool buffers of descriptors get the spare line too: with 64-byte frames packed back to
+    // back, the adjacent-line prefetcher of the consumer pulls the line the producer is writing.
+    let buf = size.next_multiple_of(64)
+        + if kind == Kind::Descriptor {
+            64 * cfg.pad
+        } else {
+            0
+        };
     let pool = if kind == Kind::Descriptor {
         SLOTS * buf
     } else {
