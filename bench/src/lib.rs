@@ -32,6 +32,7 @@ pub mod rfc2544;
 pub mod runner;
 pub mod scenario;
 pub mod spsc;
+pub mod stats;
 pub mod view;
 
 pub use error::{Error, Result};
