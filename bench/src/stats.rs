@@ -110,9 +110,9 @@ mod tests {
 
     #[test]
     fn paired_ratio_is_median_of_per_round_ratios() {
-        // Per-round ratios 2, 3, 1 -> median 2; the ratio of medians would be 4/2 = 2 too but
-        // here rounds differ: num medians 4, den medians 2.
-        let r = paired_ratio(&[4.0, 9.0, 1.0], &[2.0, 3.0, 1.0]).unwrap();
+        // Per-round ratios 2, 1, 6 -> median 2, where the ratio of the medians (6 / 2) is 3:
+        // the pairing is what is tested.
+        let r = paired_ratio(&[10.0, 2.0, 6.0], &[5.0, 2.0, 1.0]).unwrap();
         assert_eq!(r.median, 2.0);
         assert_eq!(paired_ratio(&[1.0], &[1.0, 2.0]), None);
         assert_eq!(paired_ratio(&[1.0], &[0.0]), None);
