@@ -203,11 +203,6 @@ impl Channel {
     }
 }
 
-/// Our zero-copy sending channel to a peer, found once per send.
-struct ZcSend<'a> {
-    ch: &'a mut Channel,
-}
-
 /// Counters of a fast-path guest.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -546,7 +541,7 @@ impl FastpathGuest {
     /// Sends frames to `dst`: through our sending channel to it when there is one, else
     /// through the switch. Returns how many were accepted.
     pub fn send<F: AsRef<[u8]>>(&mut self, dst: [u8; 6], frames: &[F]) -> Result<usize> {
-        if let Some(ZcSend { .. }) = self.zc_sender(dst) {
+        if self.zc_sender(dst).is_some() {
             let sizes = frames.iter().map(|f| f.as_ref().len());
             let mut it = frames.iter();
             return self.send_in_place(dst, sizes, |_, _, buf| {
@@ -562,26 +557,20 @@ impl FastpathGuest {
             .find(|c| c.peer == dst && c.sends())
         {
             let (n, bytes) = match &mut ch.role {
-                Role::CopyUser(pq) => {
-                    let t0 = notify::tsc::now();
-                    let (n, bytes, t1, t2) = pq.with(views, |q| {
-                        let t1 = notify::tsc::now();
-                        let mut n = 0;
-                        let mut bytes = 0;
-                        for f in frames {
-                            let f = f.as_ref();
-                            if q.enqueue(Source::Bytes(f)).is_err() {
-                                break;
-                            }
-                            n += 1;
-                            bytes += f.len() as u64;
+                Role::CopyUser(pq) => pq.visit(views, &mut ch.visits, |q| {
+                    let mut n = 0;
+                    let mut bytes = 0;
+                    for f in frames {
+                        let f = f.as_ref();
+                        if q.enqueue(Source::Bytes(f)).is_err() {
+                            break;
                         }
-                        q.flush();
-                        (n, bytes, t1, notify::tsc::now())
-                    })?;
-                    ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
-                    (n, bytes)
-                }
+                        n += 1;
+                        bytes += f.len() as u64;
+                    }
+                    q.flush();
+                    ((n, bytes), n)
+                })?,
                 _ => (0, 0),
             };
             let dropped = (frames.len() - n) as u64;
@@ -604,12 +593,12 @@ impl FastpathGuest {
         Ok(n)
     }
 
-    fn zc_sender(&mut self, dst: [u8; 6]) -> Option<ZcSend<'_>> {
+    /// Our zero-copy sending channel to `dst`, if we have one.
+    fn zc_sender(&mut self, dst: [u8; 6]) -> Option<&mut Channel> {
         self.channels
             .iter_mut()
             .find(|c| c.peer == dst && c.sends())
             .filter(|c| matches!(c.role, Role::ZcOwner(_)))
-            .map(|ch| ZcSend { ch })
     }
 
     /// Sends frames of the lengths `sizes` gives to `dst`, each written in place by
@@ -625,7 +614,7 @@ impl FastpathGuest {
         mut fill: impl FnMut(usize, u16, &mut [u8]),
     ) -> Result<usize> {
         let offered = sizes.len();
-        let Some(ZcSend { ch }) = self.zc_sender(dst) else {
+        let Some(ch) = self.zc_sender(dst) else {
             let frames: Vec<Vec<u8>> = sizes
                 .enumerate()
                 .map(|(i, len)| {
@@ -702,9 +691,7 @@ impl FastpathGuest {
                         continue;
                     }
                     ch.pending_since = None;
-                    let t0 = notify::tsc::now();
-                    let (n, bytes, more, t1, t2) = pq.with(views, |q| {
-                        let t1 = notify::tsc::now();
+                    let (n, bytes, more) = pq.visit(views, &mut ch.visits, |q| {
                         let hdr = q.features().hdr_len;
                         let (mut n, mut bytes) = (0, 0u64);
                         // Drain what is there, up to `left`, in one visit.
@@ -718,11 +705,10 @@ impl FastpathGuest {
                             n += k;
                             if k < vhost_user::virtq::BURST || n >= left {
                                 let more = k == vhost_user::virtq::BURST;
-                                break (n, bytes, more, t1, notify::tsc::now());
+                                break ((n, bytes, more), n);
                             }
                         }
                     })?;
-                    ch.visits.record(t0, t1, t2, notify::tsc::now(), n);
                     ch.consumed += n as u64
                         + pq.counters
                             .total_errors()

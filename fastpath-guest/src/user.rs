@@ -15,7 +15,10 @@ use vhost_user::memory::GuestMemory;
 use vhost_user::message::MemRegionDesc;
 use vhost_user::virtq::{DeviceQueue, QueueCounters, QueueFeatures, QueueLayout as VqLayout};
 
+use notify::tsc;
+
 use crate::error::{Error, Result};
+use crate::visits::Visits;
 
 /// The peer's queue as this guest sees it: a view and the device side of the queue.
 pub struct PeerQueue {
@@ -109,6 +112,25 @@ impl PeerQueue {
     ) -> Result<R> {
         let q = &mut self.queue;
         Ok(views.enter(self.view, |_| f(q))?)
+    }
+
+    /// Like [`Self::with`], timing the visit (entering, the work, leaving) into `visits`; `f`
+    /// returns its result and how many frames it moved.
+    #[inline]
+    pub fn visit<R>(
+        &mut self,
+        views: &ViewList,
+        visits: &mut Visits,
+        f: impl FnOnce(&mut DeviceQueue) -> (R, usize),
+    ) -> Result<R> {
+        let t0 = tsc::now();
+        let (r, n, t1, t2) = self.with(views, |q| {
+            let t1 = tsc::now();
+            let (r, n) = f(q);
+            (r, n, t1, tsc::now())
+        })?;
+        visits.record(t0, t1, t2, tsc::now(), n);
+        Ok(r)
     }
 
     /// Address range of the peer's region in this process (tests touch it outside the view).
