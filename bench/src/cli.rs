@@ -9,9 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::compare;
 use crate::error::{Error, Result};
 use crate::linerate::{self, line_rate_pps, LINK_10G_BPS, LINK_40G_BPS};
+use crate::machine::{self, Machine};
 use crate::pin::Cores;
 use crate::plot;
-use crate::report;
+use crate::report::{self, RunDoc};
 use crate::runner::{self, Plan, Rfc2544Plan};
 use crate::scenario::{self, Env, REGISTRY};
 
@@ -150,12 +151,16 @@ impl Common {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Measured seconds per scenario.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    /// Measured seconds per scenario and round.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub duration: f64,
     /// Warm-up seconds before each measurement.
-    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.3)]
     pub warmup: f64,
+    /// Rounds: every scenario runs once per round, round-robin; the table gives the median
+    /// trial and the range.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub trials: usize,
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -188,6 +193,11 @@ pub struct RunArgs {
     /// Warm-up seconds before each measurement (not counted).
     #[arg(long, value_name = "SECS", default_value_t = 0.5)]
     pub warmup: f64,
+    /// Rounds: every (scenario, size) runs once per round, round-robin (A B C A B C ...); the
+    /// table and JSON give the median trial, min, max and spread, ratios as the median of the
+    /// per-round ratios.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub trials: usize,
     /// Offered rate in Mpps (TSC-paced); default: as fast as the generator goes.
     #[arg(long, value_name = "MPPS")]
     pub rate: Option<f64>,
@@ -372,13 +382,10 @@ impl Drop for Scratch {
     }
 }
 
-fn outputs(
-    rows: &[report::Row],
-    json: Option<&PathBuf>,
-    plot_file: Option<&PathBuf>,
-) -> Result<()> {
+fn outputs(doc: &RunDoc, json: Option<&PathBuf>, plot_file: Option<&PathBuf>) -> Result<()> {
+    let rows = &doc.rows;
     if let Some(p) = json {
-        report::write_json(p, rows)?;
+        report::write_json(p, doc)?;
         eprintln!("[bench] results: {}", p.display());
     }
     if let Some(p) = plot_file {
@@ -397,12 +404,15 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         duration: positive_secs(a.duration, "--duration")?,
         warmup: secs(a.warmup, "--warmup")?,
         rate_pps: None,
+        trials: trials(a.trials)?,
     };
     let entries: Vec<_> = REGISTRY.iter().collect();
     eprintln!(
-        "[bench] demo: {} scenarios at 64 B, {:.1} s each after {:.1} s warm-up; generator on \
-         core {}, peer on core {}. Line rate at 64 B: {:.2} Mpps (10GbE), {:.2} Mpps (40GbE).",
+        "[bench] demo: {} scenarios at 64 B, {} rounds, {:.1} s each after {:.1} s warm-up; \
+         generator on core {}, peer on core {}. Line rate at 64 B: {:.2} Mpps (10GbE), {:.2} \
+         Mpps (40GbE).",
         entries.len(),
+        plan.trials,
         plan.duration.as_secs_f64(),
         plan.warmup.as_secs_f64(),
         env.cores.generator,
@@ -410,19 +420,44 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         line_rate_pps(LINK_10G_BPS, 64) / 1e6,
         line_rate_pps(LINK_40G_BPS, 64) / 1e6,
     );
-    let out = runner::run_matrix(&entries, &[64], &plan, &env);
-    print!("{}", report::table(&out.rows, &out.notes));
-    outputs(&out.rows, a.json.as_ref(), None)?;
+    let (out, doc) = measured(&entries, &[64], &plan, &env);
+    print!("{}", report::table(&doc, &out.notes));
+    outputs(&doc, a.json.as_ref(), None)?;
     eprintln!(
         "[bench] demo done in {:.1} s. More: bench run --scenario all --size \
          64,128,256,512,1024,1518 --json r.json --plot r.svg",
         t0.elapsed().as_secs_f64()
     );
-    Ok(if out.rows.is_empty() {
+    Ok(if doc.rows.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn trials(n: usize) -> Result<usize> {
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(Error::BadArgument(format!(
+            "--trials {n}: expected 1 to 100 rounds"
+        )))
+    }
+}
+
+/// Runs the matrix with the machine probed before and its steal and load measured over it.
+fn measured(
+    entries: &[&scenario::Entry],
+    sizes: &[u32],
+    plan: &Plan,
+    env: &Env,
+) -> (runner::Outcome, RunDoc) {
+    let mut machine = Machine::probe();
+    let start = machine::read_cpu_times();
+    let mut out = runner::run_matrix(entries, sizes, plan, env);
+    machine.finish(start);
+    let doc = RunDoc::new(machine, plan.trials, std::mem::take(&mut out.rows));
+    (out, doc)
 }
 
 fn run(a: RunArgs) -> Result<ExitCode> {
@@ -447,12 +482,13 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         duration: positive_secs(a.duration, "--duration")?,
         warmup: secs(a.warmup, "--warmup")?,
         rate_pps,
+        trials: trials(a.trials)?,
     };
     let env = a.common.env()?;
     let _scratch = Scratch(env.work_dir.clone());
-    let out = runner::run_matrix(&entries, &sizes, &plan, &env);
-    print!("{}", report::table(&out.rows, &out.notes));
-    outputs(&out.rows, a.json.as_ref(), a.plot.as_ref())?;
+    let (out, doc) = measured(&entries, &sizes, &plan, &env);
+    print!("{}", report::table(&doc, &out.notes));
+    outputs(&doc, a.json.as_ref(), a.plot.as_ref())?;
     Ok(if out.failures > 0 {
         ExitCode::FAILURE
     } else {

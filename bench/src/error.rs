@@ -34,6 +34,11 @@ pub enum Error {
     Kvm(String),
     #[error("cannot write {path}: {message}")]
     Output { path: PathBuf, message: String },
+    #[error("cannot read {path}: {message}")]
+    Input { path: PathBuf, message: String },
+    /// `bench check`: figures moved past their tolerance.
+    #[error("check: {0}")]
+    Regression(String),
     #[error("compare: {0}")]
     Compare(String),
 }

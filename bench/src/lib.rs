@@ -6,6 +6,8 @@
 //!
 //! - [`scenario`]: the scenarios and their registry (one module each).
 //! - [`runner`]: running them over frame sizes, and the RFC 2544 searches ([`rfc2544`]).
+//! - [`runner`] runs rounds of trials; [`rounds`] and [`stats`] turn them into rows with
+//!   medians and spreads, [`ratios`] into the ratios a reader judges by; [`machine`] says where.
 //! - [`linerate`], [`report`], [`plot`]: the figures, the table and JSON, the picture.
 //! - [`packet`], [`latency`], [`pacing`], [`pin`]: what every scenario shares.
 //! - [`spsc`], [`view`]: the shared-memory ring and the mprotect view (small `unsafe` leaves;
@@ -18,8 +20,8 @@ pub mod compare;
 pub mod error;
 pub mod hugepages;
 pub mod latency;
-pub mod limits;
 pub mod linerate;
+pub mod machine;
 pub mod num;
 pub mod pacing;
 pub mod packet;
@@ -27,8 +29,10 @@ pub mod peer;
 pub mod pin;
 pub mod plot;
 pub mod progress;
+pub mod ratios;
 pub mod report;
 pub mod rfc2544;
+pub mod rounds;
 pub mod runner;
 pub mod scenario;
 pub mod spsc;

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 
 /// The two cores a benchmark uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cores {
     /// The generator: the built-in guests' thread, the ring's producer, the baselines' loop.
     pub generator: usize,

@@ -210,6 +210,10 @@ mod tests {
             rate_limit_mpps: None,
             latency_samples: 0,
             errors: 0,
+            trials: 1,
+            mpps_per_round: vec![Some(mpps)],
+            stats: None,
+            noisy: false,
         }
     }
 

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::latency::LatencyNs;
 use crate::linerate::RateFigures;
+use crate::machine::Machine;
+use crate::ratios::{self, Ratio};
 use crate::scenario::Measurement;
+use crate::stats::Summary;
 
 /// One (scenario, frame size) result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,88 @@ pub struct Row {
     /// How the scenario ran, when it chose (the ring limits' winning configuration).
     #[serde(default)]
     pub detail: Option<String>,
+    /// Rounds the (scenario, size) ran in. The figures above are those of one trial, the median
+    /// one by Mpps (the lower middle one for an even count), so they agree with each other;
+    /// `stats` summarises every figure over the rounds.
+    #[serde(default = "one")]
+    pub trials: usize,
+    /// Mpps of each round in order, `null` where that round's trial failed.
+    #[serde(default)]
+    pub mpps_per_round: Vec<Option<f64>>,
+    #[serde(default)]
+    pub stats: Option<RowStats>,
+    /// The Mpps spread over the rounds is above 15 %: read the figure as its range.
+    #[serde(default)]
+    pub noisy: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Median, min, max and spread of a row's figures over its rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowStats {
+    pub mpps: Summary,
+    pub cycles_per_packet: Summary,
+    /// Over the rounds that recorded latency; `null` when none did.
+    pub latency_p50_ns: Option<Summary>,
+    pub latency_p99_ns: Option<Summary>,
+    pub latency_p999_ns: Option<Summary>,
+}
+
+/// What `bench run --json` and `bench demo --json` write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDoc {
+    /// 2: this document; 1 was a bare array of rows.
+    pub schema: u32,
+    pub machine: Machine,
+    /// Rounds requested: every (scenario, size) ran once per round, round-robin.
+    pub trials: usize,
+    pub rows: Vec<Row>,
+    pub ratios: Vec<Ratio>,
+    /// The summary of what was noisy, when something was.
+    pub noisy: Option<String>,
+}
+
+impl RunDoc {
+    pub const SCHEMA: u32 = 2;
+
+    pub fn new(machine: Machine, trials: usize, rows: Vec<Row>) -> RunDoc {
+        let ratios = ratios::ratios(&rows);
+        let noisy = ratios::noisy_line(&rows, &ratios);
+        RunDoc {
+            schema: RunDoc::SCHEMA,
+            machine,
+            trials,
+            rows,
+            ratios,
+            noisy,
+        }
+    }
+
+    /// Reads a document `bench run --json` wrote.
+    pub fn read(path: &Path) -> Result<RunDoc> {
+        let bad = |message: String| Error::Input {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let doc: RunDoc = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "not a `bench run --json` document (schema {}): {e}",
+                RunDoc::SCHEMA
+            ))
+        })?;
+        if doc.schema != RunDoc::SCHEMA {
+            return Err(bad(format!(
+                "schema {} (this bench reads {})",
+                doc.schema,
+                RunDoc::SCHEMA
+            )));
+        }
+        Ok(doc)
+    }
 }
 
 impl Row {
@@ -70,6 +155,10 @@ impl Row {
             latency_samples: m.latency.samples(),
             errors: m.errors,
             detail: m.detail.clone(),
+            trials: 1,
+            mpps_per_round: vec![Some(f.mpps)],
+            stats: None,
+            noisy: false,
         }
     }
 }
@@ -89,15 +178,49 @@ pub fn loss_text(ratio: f64) -> String {
     }
 }
 
-/// The results table, one line per row, and a line per note (unavailable scenarios).
-pub fn table(rows: &[Row], notes: &[String]) -> String {
+/// `12%`, or `40% noisy`; `-` for a single trial.
+fn spread_text(r: &Row) -> String {
+    match r.stats.as_ref().map(|s| s.mpps) {
+        Some(m) if m.trials > 1 => {
+            let pct = m
+                .spread
+                .map_or("-".into(), |x| format!("{:.0}%", x * 100.0));
+            if m.noisy {
+                format!("{pct} noisy")
+            } else {
+                pct
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+/// The results table: the machine, one line per row (the median trial's figures, the range of
+/// Mpps over the rounds), the ratios, the details, what was noisy, and a line per note
+/// (unavailable scenarios).
+pub fn table(doc: &RunDoc, notes: &[String]) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "{}", doc.machine.line());
+    if let Some(w) = doc.machine.steal_warning() {
+        let _ = writeln!(s, "{w}");
+    }
+    if doc.trials > 1 {
+        let _ = writeln!(
+            s,
+            "{} rounds, round-robin over the scenarios; Mpps is the median trial, min and max \
+             over the rounds",
+            doc.trials
+        );
+    }
     let _ = writeln!(
         s,
-        "{:<17} {:>5} {:>8} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}",
+        "{:<17} {:>5} {:>8} {:>8} {:>8} {:>10} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}",
         "scenario",
         "size",
         "Mpps",
+        "min",
+        "max",
+        "spread",
         "Gbit/s",
         "%10G",
         "%40G",
@@ -107,13 +230,21 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
         "p99 ns",
         "p99.9 ns"
     );
-    for r in rows {
+    for r in &doc.rows {
+        let (min, max) = r
+            .stats
+            .as_ref()
+            .map_or((r.mpps, r.mpps), |x| (x.mpps.min, x.mpps.max));
         let _ = writeln!(
             s,
-            "{:<17} {:>5} {:>8.3} {:>7.2} {:>6.1} {:>6.1} {:>9.1} {:>9} {:>8} {:>8} {:>9}",
+            "{:<17} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>7.2} {:>6.1} {:>6.1} {:>9.1} {:>9} {:>8} \
+             {:>8} {:>9}",
             r.scenario,
             r.frame_size,
             r.mpps,
+            min,
+            max,
+            spread_text(r),
             r.gbps,
             r.line_rate_10g_pct,
             r.line_rate_40g_pct,
@@ -124,10 +255,10 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
             ns(r.latency_ns.p999),
         );
     }
-    for line in fastpath_ratios(rows)
+    for line in ratios::lines(&doc.ratios)
         .into_iter()
-        .chain(crate::limits::limit_ratios(rows))
-        .chain(crate::limits::details(rows))
+        .chain(ratios::details(&doc.rows))
+        .chain(doc.noisy.clone())
     {
         let _ = writeln!(s, "{line}");
     }
@@ -135,38 +266,6 @@ pub fn table(rows: &[Row], notes: &[String]) -> String {
         let _ = writeln!(s, "{n}");
     }
     s
-}
-
-/// For each frame size with a `switch` row and at least one fast-path row: the fast path's
-/// packet rate as a multiple of the switch path's between the same two guests, from this run.
-pub fn fastpath_ratios(rows: &[Row]) -> Vec<String> {
-    let find = |name: &str, size: u32| {
-        rows.iter()
-            .find(|r| r.scenario == name && r.frame_size == size)
-    };
-    let mut out = Vec::new();
-    for sw in rows.iter().filter(|r| r.scenario == "switch") {
-        if sw.mpps <= 0.0 {
-            continue;
-        }
-        let parts: Vec<String> = [
-            ("copy", "fastpath-copy"),
-            ("zero-copy", "fastpath-zerocopy"),
-        ]
-        .iter()
-        .filter_map(|&(label, name)| {
-            find(name, sw.frame_size).map(|r| format!("{label} {:.2}x", r.mpps / sw.mpps))
-        })
-        .collect();
-        if !parts.is_empty() {
-            out.push(format!(
-                "fast path / switch path at {} B, this run: {}",
-                sw.frame_size,
-                parts.join(", ")
-            ));
-        }
-    }
-    out
 }
 
 /// Writes `value` as pretty JSON to `path`.
@@ -209,7 +308,9 @@ mod tests {
         assert!((r.line_rate_40g_pct - 25.0).abs() < 1e-4);
         assert!(r.loss_ratio > 0.0 && r.loss_ratio < 1e-7);
         assert_eq!(r.rate_limit_mpps, None);
-        let t = table(&[r], &["note".into()]);
+        let doc = RunDoc::new(Machine::probe(), 1, vec![r]);
+        let t = table(&doc, &["note".into()]);
+        assert!(t.starts_with("machine: "), "{t}");
         assert!(t.contains("ring-limit") && t.contains("14.881") && t.contains("note"));
     }
 
@@ -243,14 +344,15 @@ mod tests {
             ),
             Row::new("ring-limit", 128, None, &measurement(5, 5, 1.0)),
         ];
+        let doc = RunDoc::new(Machine::probe(), 1, rows.to_vec());
         assert_eq!(
-            fastpath_ratios(&rows),
+            ratios::lines(&doc.ratios),
             [
                 "fast path / switch path at 64 B, this run: copy 2.25x, zero-copy 3.50x",
                 "fast path / switch path at 1518 B, this run: copy 1.50x",
             ]
         );
-        assert!(table(&rows, &[]).contains("copy 2.25x, zero-copy 3.50x"));
+        assert!(table(&doc, &[]).contains("copy 2.25x, zero-copy 3.50x"));
     }
 
     #[test]
@@ -260,7 +362,7 @@ mod tests {
             Row::new("switch", 128, None, &measurement(0, 0, 1.0)),
             Row::new("fastpath-copy", 128, None, &measurement(9, 9, 1.0)),
         ];
-        assert!(fastpath_ratios(&rows).is_empty());
+        assert!(ratios::ratios(&rows).is_empty());
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Running scenarios: the (scenario x frame size) matrix behind `bench run` and `bench demo`,
-//! and the RFC 2544 searches behind `bench rfc2544`. Scenarios run one after the other, each
-//! set up once for all its sizes and torn down before the next, so at most two busy threads
-//! exist at any time.
+//! in interleaved rounds, and the RFC 2544 searches behind `bench rfc2544`.
 
 use std::time::Duration;
 
@@ -12,6 +10,7 @@ use crate::linerate::RateFigures;
 use crate::progress::Progress;
 use crate::report::{self, Row};
 use crate::rfc2544::{self, Search, TrialResult};
+use crate::rounds;
 use crate::scenario::{Entry, Env, Scenario, Trial};
 
 /// The trial parameters a matrix shares.
@@ -20,66 +19,102 @@ pub struct Plan {
     pub duration: Duration,
     pub warmup: Duration,
     pub rate_pps: Option<f64>,
+    /// Rounds: every (scenario, size) runs once per round.
+    pub trials: usize,
 }
 
 /// What a matrix produced.
 pub struct Outcome {
+    /// One per (scenario, size) with at least one good trial: the median trial, with the
+    /// statistics of every round.
     pub rows: Vec<Row>,
     /// Lines for the operator: scenarios that could not run, and why.
     pub notes: Vec<String>,
-    /// Scenarios that failed or were unavailable.
+    /// Trials that failed, and scenarios that were unavailable.
     pub failures: usize,
 }
 
-/// Runs every entry at every size.
+/// Runs every entry at every size, `plan.trials` times, round-robin (A B C A B C ...): a slow
+/// phase of the machine then lowers one round of every scenario rather than every trial of one,
+/// and the per-round ratios pair trials taken under the same neighbours. Each round sets every
+/// scenario up again and tears it down before the next, so at most two busy threads exist at
+/// any time; a scenario unavailable in the first round is not tried again.
 pub fn run_matrix(entries: &[&Entry], sizes: &[u32], plan: &Plan, env: &Env) -> Outcome {
-    let mut progress = Progress::new(entries.len() * sizes.len());
-    let mut out = Outcome {
-        rows: Vec::new(),
-        notes: Vec::new(),
-        failures: 0,
-    };
-    for e in entries {
-        let mut scenario: Box<dyn Scenario> = match e.open(env) {
-            Ok(s) => s,
-            Err(err) => {
-                progress.note(&format!("{}: {err}", e.name));
-                out.notes.push(format!("{}: {err}", e.name));
-                out.failures += 1;
+    let trials = plan.trials.max(1);
+    let mut progress = Progress::new(entries.len() * sizes.len() * trials);
+    let mut notes = Vec::new();
+    let mut failures = 0;
+    // rounds[entry][size][round]
+    let mut rounds: Vec<Vec<Vec<Option<Row>>>> = vec![vec![Vec::new(); sizes.len()]; entries.len()];
+    let mut unavailable = vec![false; entries.len()];
+    for round in 0..trials {
+        for (ei, e) in entries.iter().enumerate() {
+            if unavailable[ei] {
                 continue;
             }
-        };
-        for &size in sizes {
-            let trial = Trial {
-                frame_size: size,
-                duration: plan.duration,
-                warmup: plan.warmup,
-                rate_pps: plan.rate_pps,
+            let suffix = if trials > 1 {
+                format!(" (round {}/{trials})", round + 1)
+            } else {
+                String::new()
             };
-            let step = progress.start(
-                &format!("{} {size} B", e.name),
-                (plan.duration + plan.warmup).as_secs_f64(),
-            );
-            match scenario.run(&trial) {
-                Ok(m) => {
-                    let row = Row::new(e.name, size, plan.rate_pps, &m);
-                    step.finish(&format!(
-                        "{:.3} Mpps, {:.1}% of 10GbE, loss {}",
-                        row.mpps,
-                        row.line_rate_10g_pct,
-                        report::loss_text(row.loss_ratio)
-                    ));
-                    out.rows.push(row);
-                }
+            let mut scenario: Box<dyn Scenario> = match e.open(env) {
+                Ok(s) => s,
                 Err(err) => {
-                    step.finish(&format!("FAILED: {err}"));
-                    out.notes.push(format!("{} {size} B: {err}", e.name));
-                    out.failures += 1;
+                    unavailable[ei] = matches!(err, Error::Unavailable { .. });
+                    let note = format!("{}: {err}{suffix}", e.name);
+                    progress.note(&note);
+                    notes.push(note);
+                    failures += 1;
+                    for r in &mut rounds[ei] {
+                        r.push(None);
+                    }
+                    continue;
                 }
+            };
+            for (si, &size) in sizes.iter().enumerate() {
+                let trial = Trial {
+                    frame_size: size,
+                    duration: plan.duration,
+                    warmup: plan.warmup,
+                    rate_pps: plan.rate_pps,
+                };
+                let step = progress.start(
+                    &format!("{} {size} B{suffix}", e.name),
+                    (plan.duration + plan.warmup).as_secs_f64(),
+                );
+                let row = match scenario.run(&trial) {
+                    Ok(m) => {
+                        let row = Row::new(e.name, size, plan.rate_pps, &m);
+                        step.finish(&format!(
+                            "{:.3} Mpps, {:.1}% of 10GbE, loss {}",
+                            row.mpps,
+                            row.line_rate_10g_pct,
+                            report::loss_text(row.loss_ratio)
+                        ));
+                        Some(row)
+                    }
+                    Err(err) => {
+                        step.finish(&format!("FAILED: {err}"));
+                        notes.push(format!("{} {size} B: {err}{suffix}", e.name));
+                        failures += 1;
+                        None
+                    }
+                };
+                rounds[ei][si].push(row);
             }
         }
     }
-    out
+    let mut rows = Vec::new();
+    for (ei, e) in entries.iter().enumerate() {
+        for (si, &size) in sizes.iter().enumerate() {
+            rows.extend(rounds::row(e.name, size, plan.rate_pps, &rounds[ei][si]));
+        }
+    }
+    Outcome {
+        rows,
+        notes,
+        failures,
+    }
 }
 
 /// Options of one RFC 2544 run.

@@ -21,6 +21,8 @@ fn every_scenario_but_the_switch_writes_consistent_json() {
         "0.2",
         "--warmup",
         "0",
+        "--trials",
+        "2",
         "--json",
         json.to_str().unwrap(),
         "--plot",
@@ -93,6 +95,7 @@ fn help_explains_every_command_with_examples() {
                 "--plot",
                 "--rate",
                 "--cores",
+                "--trials",
             ][..],
         ),
         (
@@ -103,7 +106,7 @@ fn help_explains_every_command_with_examples() {
             "compare",
             &["--duration", "--runs", "--script", "--no-nice"][..],
         ),
-        ("demo", &["--duration", "--json"][..]),
+        ("demo", &["--duration", "--json", "--trials"][..]),
     ] {
         let o = bench(&[cmd, "--help"]);
         let h = String::from_utf8_lossy(&o.stdout);

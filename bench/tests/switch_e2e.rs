@@ -20,6 +20,8 @@ fn switch_scenario_moves_frames_through_the_vswitch() {
         "1",
         "--warmup",
         "0.2",
+        "--trials",
+        "1",
         "--json",
         json.to_str().unwrap(),
     ]);

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use notify::tsc;
 
@@ -51,7 +52,7 @@ const FINAL_PROBES: usize = 3;
 const DESC: usize = 16;
 
 /// What moves through the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// The frame, copied into the slot.
     Frame,
@@ -130,8 +131,22 @@ impl Config {
 struct RingLimit {
     kind: Kind,
     cores: Cores,
-    /// The sweep's winner per frame size, kept for later trials.
-    best: HashMap<u32, Config>,
+}
+
+/// The sweep's winner per (kind, frame size, cores), kept for later trials and later rounds of
+/// the same process (each round opens the scenario again).
+static BEST: Mutex<Option<HashMap<SweepKey, Config>>> = Mutex::new(None);
+
+type SweepKey = (Kind, u32, Cores);
+
+fn remembered(key: SweepKey) -> Option<Config> {
+    let best = BEST.lock().unwrap_or_else(|e| e.into_inner());
+    best.as_ref()?.get(&key).copied()
+}
+
+fn remember(key: SweepKey, c: Config) {
+    let mut best = BEST.lock().unwrap_or_else(|e| e.into_inner());
+    best.get_or_insert_with(HashMap::new).insert(key, c);
 }
 
 pub fn open(env: &Env) -> Result<Box<dyn Scenario>> {
@@ -147,17 +162,17 @@ fn open_kind(env: &Env, kind: Kind, name: &str) -> Result<Box<dyn Scenario>> {
     Ok(Box::new(RingLimit {
         kind,
         cores: env.cores,
-        best: HashMap::new(),
     }))
 }
 
 impl Scenario for RingLimit {
     fn run(&mut self, trial: &Trial) -> Result<Measurement> {
-        let cfg = match self.best.get(&trial.frame_size) {
-            Some(c) => *c,
+        let key = (self.kind, trial.frame_size, self.cores);
+        let cfg = match remembered(key) {
+            Some(c) => c,
             None => {
                 let c = sweep(self.kind, self.cores, trial.frame_size as usize)?;
-                self.best.insert(trial.frame_size, c);
+                remember(key, c);
                 c
             }
         };

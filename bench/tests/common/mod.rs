@@ -123,20 +123,99 @@ pub fn check_row(row: &Value) {
     }
 }
 
-/// Reads a `--json` file: an array of rows, each checked.
+/// Reads a `--json` file: a schema-2 document (machine, trials, rows, ratios, noisy), every
+/// row checked, and the document's own fields checked; returns the rows.
 pub fn read_rows(path: &Path) -> Vec<Value> {
+    let doc = read_doc(path);
+    doc["rows"].as_array().expect("rows").clone()
+}
+
+/// Reads and checks a `--json` document.
+pub fn read_doc(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}\n{text}", path.display()));
-    let rows = v
-        .as_array()
-        .unwrap_or_else(|| panic!("{} is not an array", path.display()))
-        .clone();
-    for r in &rows {
-        check_row(r);
+    assert_eq!(v["schema"], 2, "schema: {v}");
+    let m = &v["machine"];
+    for key in [
+        "cpu_vendor",
+        "cpu_model",
+        "kernel",
+        "view_backend",
+        "notify",
+    ] {
+        assert!(m[key].is_string(), "machine.{key}: {m}");
     }
-    rows
+    assert!(m["flags"].is_array(), "machine.flags: {m}");
+    assert!(m["tsc_hz"].as_u64().unwrap_or(0) > 0, "machine.tsc_hz: {m}");
+    assert!(m["cores"].as_u64().unwrap_or(0) > 0, "machine.cores: {m}");
+    assert!(
+        m["hugepages_total"].is_u64() && m["hugepages_free"].is_u64(),
+        "{m}"
+    );
+    // Measured over the run on Linux.
+    assert!(
+        m["steal_pct"]
+            .as_f64()
+            .is_some_and(|p| (0.0..=100.0).contains(&p)),
+        "{m}"
+    );
+    assert!(m["loadavg_1m"].as_f64().is_some(), "{m}");
+    let trials = v["trials"].as_u64().expect("trials") as usize;
+    assert!(trials >= 1, "{v}");
+    let rows = v["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: rows is not an array", path.display()));
+    for r in rows {
+        check_row(r);
+        check_rounds(r, trials);
+    }
+    for r in v["ratios"].as_array().expect("ratios") {
+        check_summary(&r["ratio"]);
+        assert!(r["against"] == "switch" || r["against"] == "limit", "{r}");
+    }
+    assert!(v["noisy"].is_null() || v["noisy"].is_string(), "{v}");
+    v
+}
+
+/// A row's rounds: one Mpps per round, the headline among them, the statistics consistent.
+fn check_rounds(row: &Value, trials: usize) {
+    assert_eq!(row["trials"].as_u64(), Some(trials as u64), "{row}");
+    let per: Vec<Option<f64>> = row["mpps_per_round"]
+        .as_array()
+        .expect("mpps_per_round")
+        .iter()
+        .map(Value::as_f64)
+        .collect();
+    assert_eq!(per.len(), trials, "{row}");
+    let mpps = num(row, "mpps");
+    assert!(
+        per.iter().flatten().any(|m| close(*m, mpps)),
+        "headline not a trial: {row}"
+    );
+    let stats = &row["stats"];
+    for key in ["mpps", "cycles_per_packet"] {
+        check_summary(&stats[key]);
+    }
+    let s = &stats["mpps"];
+    assert_eq!(
+        s["trials"].as_u64(),
+        Some(per.iter().flatten().count() as u64),
+        "{row}"
+    );
+    assert_eq!(row["noisy"], s["noisy"], "{row}");
+}
+
+/// min <= median <= max; spread = (max - min) / median; noisy iff spread > 15 %.
+pub fn check_summary(s: &Value) {
+    let (min, med, max) = (num(s, "min"), num(s, "median"), num(s, "max"));
+    assert!(min <= med && med <= max, "{s}");
+    if med != 0.0 {
+        let spread = num(s, "spread");
+        assert!(close(spread, (max - min) / med.abs()), "{s}");
+        assert_eq!(s["noisy"].as_bool(), Some(spread > 0.15), "{s}");
+    }
 }
 
 /// Whether this process can open /dev/kvm read-write.
