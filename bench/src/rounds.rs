@@ -65,12 +65,7 @@ mod tests {
 
     #[test]
     fn the_headline_is_the_median_trial_and_stats_cover_every_round() {
-        let rounds = [
-            trial(10.0, 90.0),
-            None,
-            trial(14.0, 70.0),
-            trial(12.0, 80.0),
-        ];
+        let rounds = [trial(10, 90.0), None, trial(14, 70.0), trial(12, 80.0)];
         let r = row("switch", 64, None, &rounds).unwrap();
         // The median trial by Mpps, whole: its detail and packets come with it.
         assert_eq!(r.mpps, 12.0);
