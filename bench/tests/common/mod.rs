@@ -162,7 +162,7 @@ pub fn read_doc(path: &Path) -> Value {
         "{m}"
     );
     assert!(m["loadavg_1m"].as_f64().is_some(), "{m}");
-    let trials = v["trials"].as_u64().expect("trials") as usize;
+    let trials = v["trials"].as_u64().expect("trials");
     assert!(trials >= 1, "{v}");
     let rows = v["rows"]
         .as_array()
@@ -180,15 +180,15 @@ pub fn read_doc(path: &Path) -> Value {
 }
 
 /// A row's rounds: one Mpps per round, the headline among them, the statistics consistent.
-fn check_rounds(row: &Value, trials: usize) {
-    assert_eq!(row["trials"].as_u64(), Some(trials as u64), "{row}");
+fn check_rounds(row: &Value, trials: u64) {
+    assert_eq!(row["trials"].as_u64(), Some(trials), "{row}");
     let per: Vec<Option<f64>> = row["mpps_per_round"]
         .as_array()
         .expect("mpps_per_round")
         .iter()
         .map(Value::as_f64)
         .collect();
-    assert_eq!(per.len(), trials, "{row}");
+    assert_eq!(per.len() as u64, trials, "{row}");
     let mpps = num(row, "mpps");
     assert!(
         per.iter().flatten().any(|m| close(*m, mpps)),
