@@ -62,6 +62,10 @@ pub enum Cmd {
     /// (bench/loop_bench.sh), with ratios. Needs root; missing peers are reported.
     #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
+    /// Compares a run with a saved baseline: fails (exit 1) when a ratio fell by more than
+    /// 10 % or instructions per packet grew by more than 5 %, printing each figure side by side.
+    #[command(after_help = CHECK_HELP)]
+    Check(crate::check::CheckArgs),
     /// Lists the scenarios.
     List,
     /// Wake-up latency of each notification strategy the fast path can use (spin, futex,
@@ -73,6 +77,12 @@ pub enum Cmd {
     #[command(hide = true)]
     FastpathPeer(crate::peer::PeerArgs),
 }
+
+const CHECK_HELP: &str = "\
+EXAMPLES:
+  bench run --scenario all --json base.json          once, on a good build
+  bench run --scenario all --json new.json           after a change, same machine kind
+  bench check --baseline base.json --current new.json";
 
 const RUN_HELP: &str = "\
 SCENARIOS: switch, fastpath-copy, fastpath-zerocopy, ring-limit, syscall, kvm-exit,
@@ -317,6 +327,7 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Compare(a) => cmp(a),
         Cmd::FastpathPeer(a) => crate::peer::main(a).map(|()| ExitCode::SUCCESS),
         Cmd::Wakeup(a) => wakeup(a),
+        Cmd::Check(a) => crate::check::main(a),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)

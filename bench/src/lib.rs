@@ -15,6 +15,7 @@
 //! - [`compare`]: `bench compare`, around bench/loop_bench.sh.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod compare;
 pub mod error;

@@ -1,0 +1,212 @@
+//! `bench check`: a run against a saved baseline, figure by figure. A ratio (fast path / switch,
+//! path / its limit) that fell by more than [`RATIO_DROP`], or instructions per packet that grew
+//! by more than [`ICOUNT_GROWTH`], fail the check. Ratios are compared rather than Mpps because a
+//! ratio of two scenarios of the same round cancels most of what the neighbours do; instruction
+//! counts do not move with the neighbours at all, which is why CI checks those.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::error::{Error, Result};
+use crate::report::RunDoc;
+
+/// A ratio may fall this much (relative) before the check fails.
+pub const RATIO_DROP: f64 = 0.10;
+/// Instructions per packet may grow this much (relative) before the check fails.
+pub const ICOUNT_GROWTH: f64 = 0.05;
+
+/// Which way a figure may not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worse {
+    /// Lower is worse (a ratio).
+    Lower,
+    /// Higher is worse (instructions per packet).
+    Higher,
+}
+
+/// One figure of both runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub figure: String,
+    pub baseline: f64,
+    /// `None`: the current run does not have it (not compared, not a failure).
+    pub current: Option<f64>,
+    pub worse: Worse,
+    pub tolerance: f64,
+}
+
+impl Line {
+    /// Relative change from the baseline.
+    pub fn change(&self) -> Option<f64> {
+        let c = self.current?;
+        (self.baseline != 0.0).then(|| c / self.baseline - 1.0)
+    }
+
+    pub fn failed(&self) -> bool {
+        match (self.change(), self.worse) {
+            (Some(x), Worse::Lower) => x < -self.tolerance,
+            (Some(x), Worse::Higher) => x > self.tolerance,
+            (None, _) => false,
+        }
+    }
+}
+
+/// The lines of `baseline`'s figures (name, value) against `current`'s.
+pub fn lines(
+    baseline: &[(String, f64)],
+    current: &[(String, f64)],
+    worse: Worse,
+    tolerance: f64,
+) -> Vec<Line> {
+    baseline
+        .iter()
+        .map(|(figure, b)| Line {
+            figure: figure.clone(),
+            baseline: *b,
+            current: current.iter().find(|(f, _)| f == figure).map(|(_, c)| *c),
+            worse,
+            tolerance,
+        })
+        .collect()
+}
+
+/// The side-by-side table, and whether every compared figure held.
+pub fn report(lines: &[Line]) -> (String, bool) {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<46} {:>12} {:>12} {:>8}  verdict",
+        "figure", "baseline", "current", "change"
+    );
+    let mut ok = true;
+    for l in lines {
+        let (cur, change) = match (l.current, l.change()) {
+            (Some(c), Some(x)) => (format!("{c:.3}"), format!("{:+.1}%", x * 100.0)),
+            (Some(c), None) => (format!("{c:.3}"), "-".into()),
+            (None, _) => ("-".into(), "-".into()),
+        };
+        let verdict = if l.current.is_none() {
+            "not in this run".to_owned()
+        } else if l.failed() {
+            ok = false;
+            let dir = match l.worse {
+                Worse::Lower => "fell",
+                Worse::Higher => "grew",
+            };
+            format!("FAIL: {dir} more than {:.0}%", l.tolerance * 100.0)
+        } else {
+            "ok".to_owned()
+        };
+        let _ = writeln!(
+            s,
+            "{:<46} {:>12.3} {:>12} {:>8}  {verdict}",
+            l.figure, l.baseline, cur, change
+        );
+    }
+    (s, ok)
+}
+
+/// `bench check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The figures to hold: a document `bench run --json` (or `bench icount --json`) wrote.
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: PathBuf,
+    /// The run to check, a document of the same kind: its ratios (medians over the rounds) and
+    /// instruction counts are compared with the baseline's.
+    #[arg(long, value_name = "FILE.json")]
+    pub current: Option<PathBuf>,
+}
+
+/// The ratios of a document by key, medians over the rounds.
+pub fn ratio_figures(doc: &RunDoc) -> Vec<(String, f64)> {
+    doc.ratios
+        .iter()
+        .map(|r| (r.key(), r.ratio.median))
+        .collect()
+}
+
+/// Runs the check; exit code 1 when a figure moved past its tolerance.
+pub fn main(a: CheckArgs) -> Result<ExitCode> {
+    let base = RunDoc::read(&a.baseline)?;
+    let Some(cur_path) = &a.current else {
+        return Err(Error::BadArgument(
+            "bench check needs --current FILE.json (the run to check against --baseline)".into(),
+        ));
+    };
+    let cur = RunDoc::read(cur_path)?;
+    let all = lines(
+        &ratio_figures(&base),
+        &ratio_figures(&cur),
+        Worse::Lower,
+        RATIO_DROP,
+    );
+    finish(&all, &base, &cur)
+}
+
+fn finish(all: &[Line], base: &RunDoc, cur: &RunDoc) -> Result<ExitCode> {
+    if !all.iter().any(|l| l.current.is_some()) {
+        return Err(Error::BadArgument(
+            "the baseline and this run share no figure: nothing to check (run the same \
+             scenarios and sizes, or --icount)"
+                .into(),
+        ));
+    }
+    println!("baseline {}", base.machine.line());
+    println!("current  {}", cur.machine.line());
+    let (text, ok) = report(all);
+    print!("{text}");
+    if ok {
+        println!("check passed: no ratio fell more than {:.0}%, no instruction count grew more than {:.0}%", RATIO_DROP * 100.0, ICOUNT_GROWTH * 100.0);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("check FAILED");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figs(v: &[(&str, f64)]) -> Vec<(String, f64)> {
+        v.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect()
+    }
+
+    #[test]
+    fn a_ratio_that_fell_more_than_ten_percent_fails() {
+        let l = lines(
+            &figs(&[("zc/switch@64", 3.0), ("copy/switch@64", 2.0)]),
+            &figs(&[("zc/switch@64", 2.6), ("copy/switch@64", 1.85)]),
+            Worse::Lower,
+            RATIO_DROP,
+        );
+        assert!(l[0].failed(), "-13 %");
+        assert!(!l[1].failed(), "-7.5 %");
+        let (text, ok) = report(&l);
+        assert!(!ok);
+        assert!(text.contains("FAIL: fell more than 10%"), "{text}");
+        assert!(text.contains("-13.3%"), "{text}");
+    }
+
+    #[test]
+    fn instructions_that_grew_more_than_five_percent_fail() {
+        let l = lines(
+            &figs(&[("switch@64", 100.0), ("ring-limit@64", 20.0)]),
+            &figs(&[("switch@64", 106.0), ("ring-limit@64", 10.0)]),
+            Worse::Higher,
+            ICOUNT_GROWTH,
+        );
+        assert!(l[0].failed());
+        assert!(!l[1].failed(), "fewer instructions is better");
+    }
+
+    #[test]
+    fn a_figure_missing_from_the_run_is_listed_not_failed() {
+        let l = lines(&figs(&[("x", 1.0)]), &[], Worse::Lower, RATIO_DROP);
+        let (text, ok) = report(&l);
+        assert!(ok);
+        assert!(text.contains("not in this run"), "{text}");
+    }
+}
