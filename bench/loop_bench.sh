@@ -516,8 +516,10 @@ rm -f "$W"/{testpmd,ovs,vswitch}-*.{log,samples,json,txt}
 log "backends: ${BACKENDS[*]}; window ${DUR}s after ${WARM}s warm-up; $RUNS run(s) each; pollers at ${PRIO[*]:-normal priority}; work dir $W"
 
 FAILED=0
-for b in "${BACKENDS[@]}"; do
-  for r in $(seq "$RUNS"); do
+# Round-robin (testpmd ovs vswitch testpmd ovs vswitch ...): a slow phase of the machine lowers
+# one run of every backend, not every run of one, and run r of each backend can be paired.
+for r in $(seq "$RUNS"); do
+  for b in "${BACKENDS[@]}"; do
     if ! run_one "$b" "$r"; then
       log "$b run $r FAILED (logs in $W)"
       FAILED=1

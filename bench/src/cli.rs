@@ -260,8 +260,9 @@ pub struct CompareArgs {
     /// Warm-up per backend, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     pub warmup: u32,
-    /// Runs per backend (each with a fresh backend); medians are compared.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Rounds: each runs every backend once (fresh), round-robin; medians, spreads and
+    /// per-round ratios are compared.
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub runs: u32,
     /// Work directory for sockets and logs.
     #[arg(long, value_name = "DIR", default_value = "/tmp/nfv-loopbench")]

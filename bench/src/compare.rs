@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::linerate::RateFigures;
+use crate::stats::{self, Summary};
 
 /// The loop's frames (testpmd `--txpkts=64`).
 pub const LOOP_FRAME_SIZE: u32 = 64;
@@ -91,8 +92,12 @@ pub struct CompareDoc {
     pub failed: Vec<String>,
     /// Backend -> median Mpps and its line-rate shares.
     pub results: BTreeMap<String, CompareRow>,
-    /// `vswitch/testpmd`, `vswitch/ovs`: ratios of medians measured in this run.
+    /// `vswitch/testpmd`, `vswitch/ovs`: the median of the per-round ratios (run r of the
+    /// vswitch against run r of the peer; the script runs the backends round-robin).
     pub ratios: BTreeMap<String, f64>,
+    /// The same ratios with their range over the rounds.
+    #[serde(default)]
+    pub ratio_stats: BTreeMap<String, Summary>,
     /// The script's own document.
     #[serde(rename = "loop")]
     pub loop_doc: Option<LoopDoc>,
@@ -100,7 +105,11 @@ pub struct CompareDoc {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareRow {
+    /// Median over the runs.
     pub mpps: f64,
+    /// Mpps over the runs: median, min, max, spread, noisy (> 15 %).
+    #[serde(default)]
+    pub stats: Option<Summary>,
     pub line_rate_10g_pct: f64,
     pub line_rate_40g_pct: f64,
     pub cycles_per_packet: Option<f64>,
@@ -238,6 +247,7 @@ pub fn summarize(
                     (*b).to_owned(),
                     CompareRow {
                         mpps: s.mpps_median,
+                        stats: None,
                         line_rate_10g_pct: f.line_rate_10g_pct,
                         line_rate_40g_pct: f.line_rate_40g_pct,
                         cycles_per_packet: s.cycles_per_packet_median,
@@ -248,11 +258,33 @@ pub fn summarize(
             None => failed.push((*b).to_owned()),
         }
     }
+    let per_run = |b: &str| -> BTreeMap<u32, f64> {
+        doc.iter()
+            .flat_map(|d| &d.runs)
+            .filter(|r| r.backend == b)
+            .map(|r| (r.run, r.mpps))
+            .collect()
+    };
+    for (b, row) in results.iter_mut() {
+        let v: Vec<f64> = per_run(b).into_values().collect();
+        row.stats = stats::summarize(&v);
+    }
     let mut ratios = BTreeMap::new();
-    if let Some(v) = results.get("vswitch") {
+    let mut ratio_stats = BTreeMap::new();
+    if results.contains_key("vswitch") {
+        let v = per_run("vswitch");
         for other in ["testpmd", "ovs"] {
-            if let Some(o) = results.get(other).filter(|o| o.mpps > 0.0) {
-                ratios.insert(format!("vswitch/{other}"), v.mpps / o.mpps);
+            if !results.contains_key(other) {
+                continue;
+            }
+            let o = per_run(other);
+            let paired: Vec<f64> = v
+                .iter()
+                .filter_map(|(run, x)| o.get(run).filter(|y| **y > 0.0).map(|y| x / y))
+                .collect();
+            if let Some(s) = stats::summarize(&paired) {
+                ratios.insert(format!("vswitch/{other}"), s.median);
+                ratio_stats.insert(format!("vswitch/{other}"), s);
             }
         }
     }
@@ -262,6 +294,7 @@ pub fn summarize(
         failed,
         results,
         ratios,
+        ratio_stats,
         loop_doc: doc,
     }
 }
@@ -277,18 +310,40 @@ pub fn table(d: &CompareDoc) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:>8} {:>6} {:>6} {:>9} {:>5}",
-        "backend", "Mpps", "%10G", "%40G", "cyc/pkt", "runs"
+        "{:<9} {:>8} {:>8} {:>8} {:>10} {:>6} {:>6} {:>9} {:>5}",
+        "backend", "Mpps", "min", "max", "spread", "%10G", "%40G", "cyc/pkt", "runs"
     );
     for b in BACKENDS {
         if let Some(r) = d.results.get(b) {
             let c = r
                 .cycles_per_packet
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+            let st = r.stats.unwrap_or(Summary {
+                median: r.mpps,
+                min: r.mpps,
+                max: r.mpps,
+                spread: None,
+                noisy: false,
+                trials: 1,
+            });
+            let spread = match st.spread {
+                Some(x) if st.trials > 1 => {
+                    format!("{:.0}%{}", x * 100.0, if st.noisy { " noisy" } else { "" })
+                }
+                _ => "-".into(),
+            };
             let _ = writeln!(
                 s,
-                "{:<9} {:>8.3} {:>6.1} {:>6.1} {:>9} {:>5}",
-                b, r.mpps, r.line_rate_10g_pct, r.line_rate_40g_pct, c, r.runs
+                "{:<9} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>6.1} {:>6.1} {:>9} {:>5}",
+                b,
+                r.mpps,
+                st.min,
+                st.max,
+                spread,
+                r.line_rate_10g_pct,
+                r.line_rate_40g_pct,
+                c,
+                r.runs
             );
         } else if let Some(why) = d.missing.get(b) {
             let _ = writeln!(s, "{b:<9} not measured: missing: {why}");
@@ -297,7 +352,19 @@ pub fn table(d: &CompareDoc) -> String {
         }
     }
     for (k, v) in &d.ratios {
-        let _ = writeln!(s, "ratio {k}: {v:.3}");
+        match d.ratio_stats.get(k) {
+            Some(st) if st.trials > 1 => {
+                let _ = writeln!(
+                    s,
+                    "ratio {k}: {}, median of {} paired rounds",
+                    crate::ratios::ratio_text(st),
+                    st.trials
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "ratio {k}: {v:.3}");
+            }
+        }
     }
     if d.ratios.is_empty() {
         let _ = writeln!(
@@ -438,6 +505,45 @@ LOOP_BENCH_JSON {"benchmark":"loop","frame_bytes":64,"duration_s":10.0,"warmup_s
             "{t}"
         );
         assert!(t.contains("ratio vswitch/testpmd: 0.649"), "{t}");
+    }
+
+    fn loop_run(backend: &str, run: u32, mpps: f64) -> LoopRun {
+        LoopRun {
+            backend: backend.into(),
+            run,
+            mpps,
+            rx_packets: 1,
+            seconds: 1.0,
+            cycles_per_packet: None,
+            mpps_1s_median: None,
+            mpps_1s_min: None,
+            loadavg_1m: None,
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_paired_rounds() {
+        let mut d = parse_loop_output(OUTPUT).unwrap();
+        // Rounds: vswitch/testpmd 12/18.5, 20/10 = 2.0, 6/10 = 0.6: median 0.649, where the
+        // ratio of the medians (12 / 10) would be 1.2.
+        d.runs.extend([
+            loop_run("testpmd", 2, 10.0),
+            loop_run("vswitch", 2, 20.0),
+            loop_run("testpmd", 3, 10.0),
+            loop_run("vswitch", 3, 6.0),
+        ]);
+        let c = summarize(Some(d), &["testpmd", "vswitch"], BTreeMap::new());
+        assert!((c.ratios["vswitch/testpmd"] - 12.0 / 18.5).abs() < 1e-9);
+        let st = c.ratio_stats["vswitch/testpmd"];
+        assert_eq!((st.trials, st.min, st.max), (3, 0.6, 2.0));
+        assert!(st.noisy);
+        let v = c.results["vswitch"].stats.unwrap();
+        assert_eq!((v.min, v.max, v.trials), (6.0, 20.0, 3));
+        assert!(
+            table(&c).contains("median of 3 paired rounds"),
+            "{}",
+            table(&c)
+        );
     }
 
     #[test]
