@@ -284,6 +284,23 @@ impl DeviceQueue {
         self.refresh_avail()
     }
 
+    /// Reads and validates the next `n` available chains (at most what is available) as
+    /// receive (`writable`) or transmit buffers, with the walk [`Self::pop_tx_burst`] and
+    /// [`Self::enqueue`] use, without consuming them, counting errors or touching the used ring;
+    /// returns how many were valid. The descriptor-read part of the data path alone, for cost
+    /// breakdowns (`fastpath-guest/benches/breakdown.rs`); the data path never calls it.
+    pub fn walk_available(&mut self, n: usize, writable: bool) -> usize {
+        let want = usize::from(self.refresh_avail()).min(n);
+        let mut ok = 0;
+        for i in (0u16..).take(want) {
+            let head = self.ring.avail_entry(self.last_avail.wrapping_add(i));
+            if self.walker.walk(head, writable, &mut self.rx[0]).is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
     /// Returns a refused chain to the guest with length 0 and counts why.
     fn refuse(&mut self, head: u16, e: ChainError) {
         self.counters.count(e);

@@ -95,6 +95,28 @@ fn tx_burst_roundtrip() {
 }
 
 #[test]
+fn walk_available_reads_without_consuming() {
+    let mut r = rig(64);
+    for i in 0..10 {
+        assert!(r.drv.push_tx(&frame(60, i)));
+    }
+    r.drv.publish();
+    assert_eq!(r.dev.walk_available(4, false), 4);
+    assert_eq!(
+        r.dev.walk_available(100, false),
+        10,
+        "bounded by what is available"
+    );
+    // Transmit buffers are not device-writable: refused as receive buffers, and not counted.
+    assert_eq!(r.dev.walk_available(10, true), 0);
+    assert_eq!(r.dev.counters().total_errors(), 0);
+    assert_eq!(r.dev.last_avail(), 0);
+    assert_eq!(r.drv.raw().used_idx(), 0, "used ring untouched");
+    assert_eq!(r.dev.pop_tx_burst(), 10, "every chain still there");
+    r.dev.complete_burst();
+}
+
+#[test]
 fn rx_enqueue_bytes_roundtrip() {
     let mut r = rig(64);
     r.drv.refill_rx();
