@@ -276,6 +276,7 @@ fn receive(
     let mut latency = Latency::new();
     let mut expect: Option<u64> = None;
     let mut quiet_since: Option<Instant> = None;
+    let mut polls = 0u32;
     loop {
         let got = g
             .recv(batch, |f| {
@@ -290,7 +291,10 @@ fn receive(
                 }
             })
             .map_err(fail)?;
-        if expect.is_none() {
+        polls = polls.wrapping_add(1);
+        // The command channel costs a lock-free queue probe per look: look when idle or every
+        // 64 polls, not at every poll of the receive loop (it was 15 % of a busy receiver).
+        if expect.is_none() && (got == 0 || polls.is_multiple_of(64)) {
             if let Ok(c) = cmds.try_recv() {
                 match c.split_whitespace().collect::<Vec<_>>().as_slice() {
                     ["stop", n] => expect = Some(n.parse().map_err(fail)?),

@@ -29,6 +29,11 @@ pub struct PeerQueue {
 }
 
 impl PeerQueue {
+    /// Entries of the peer's queue.
+    pub fn size(&self) -> u16 {
+        self.queue.size()
+    }
+
     /// Maps the peer's region (inaccessible outside the view), adds the view of the granted
     /// ranges to `views`, and builds the device side of the queue inside it.
     pub fn attach(

@@ -251,6 +251,15 @@ impl Source<'_> {
             Source::Bytes(b) => b.len(),
         }
     }
+
+    /// Where the packet starts when it is one contiguous run of bytes (a source chain of one
+    /// segment past `skip`, or bytes of our own): the case a burst copies without a walk.
+    pub(crate) fn contiguous(&self) -> Option<*const u8> {
+        match self {
+            Source::Bytes(b) => Some(b.as_ptr()),
+            Source::Chain(c, skip) => c.contiguous_from(*skip),
+        }
+    }
 }
 
 /// What walking a chain needs: the ring, the memory, the queue size. Kept apart from the

@@ -19,6 +19,7 @@ use crate::ring::{
     avail_ring_bytes, copy_bytes, desc_table_bytes, prefetch, prefetch_write, used_ring_bytes,
     Descriptor, RawRing, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
 };
+use crate::shared::SharedBytes;
 use crate::virtq::QueueLayout;
 
 /// Guest memory owned by a driver: one shared memory file, mapped here, carved up by a bump
@@ -448,12 +449,37 @@ impl DriverQueue {
     }
 
     /// Receives up to `max` frames, calling `f` with each frame (virtio-net header stripped,
-    /// mergeable buffers gathered into `scratch`), and refills the ring.
+    /// copied out into `scratch`, mergeable buffers gathered there), and refills the ring.
     ///
     /// Works in batches: takes up to [`RX_BATCH`] used entries, prefetches the start of each
     /// one's buffer (the header and a minimum frame, which the device just wrote from another
     /// core), then copies them out, so the cache misses overlap instead of following each other.
     pub fn recv(&mut self, max: usize, scratch: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> usize {
+        self.recv_batches::<false>(max, scratch, |r| {
+            if let Received::Gathered(b) = r {
+                f(b)
+            }
+        })
+    }
+
+    /// [`Self::recv`] without the copy: a frame in one buffer is handed to `f` where it lies,
+    /// as [`SharedBytes`] the receiver reads by copy what it needs of (a fast-path receiver
+    /// looks at headers only); a frame merged from several buffers is gathered into `scratch`.
+    pub fn recv_in_place(
+        &mut self,
+        max: usize,
+        scratch: &mut Vec<u8>,
+        f: impl FnMut(Received<'_>),
+    ) -> usize {
+        self.recv_batches::<true>(max, scratch, f)
+    }
+
+    fn recv_batches<const IN_PLACE: bool>(
+        &mut self,
+        max: usize,
+        scratch: &mut Vec<u8>,
+        mut f: impl FnMut(Received<'_>),
+    ) -> usize {
         let mut n = 0;
         let mut batch = [(0u16, 0u32); RX_BATCH];
         while n < max {
@@ -467,10 +493,15 @@ impl DriverQueue {
             if k == 0 {
                 break;
             }
-            for &(id, _) in &batch[..k] {
+            for &(id, len) in &batch[..k] {
                 let p = self.buf_host(id);
                 prefetch(p);
-                prefetch(p.wrapping_add(64));
+                // The second line only when it is copied out: in place, a receiver reads the
+                // headers, in the first line; pulling a line the device just wrote costs a
+                // cross-core transfer, and 2 x 32 prefetches outrun the line-fill buffers.
+                if !IN_PLACE && len > 64 {
+                    prefetch(p.wrapping_add(64));
+                }
             }
             let mut j = 0;
             while j < k {
@@ -485,85 +516,87 @@ impl DriverQueue {
                         q.next_used()
                     }
                 };
-                if self.rx_one(id, len, scratch, &mut j, next, &mut f) {
+                if self.rx_one::<IN_PLACE>(id, len, scratch, &mut j, next, &mut f) {
                     n += 1;
                 }
+            }
+            // Buffers go back every REFILL_EVERY frames of a long receive, not only at its
+            // end, so the device can go on filling while we work through the rest.
+            if self.free.len() >= REFILL_EVERY {
+                self.refill_rx();
             }
         }
         self.refill_rx();
         n
     }
 
-    /// One received frame starting in buffer `id`: validated, gathered into `scratch` and handed
-    /// to `f`. False when it was malformed (counted).
+    /// One received frame starting in buffer `id`: validated, then handed to `f` in place (with
+    /// `IN_PLACE`, when it is in one buffer) or gathered into `scratch`. False when it was
+    /// malformed (counted).
     #[inline(always)]
-    fn rx_one(
+    fn rx_one<const IN_PLACE: bool>(
         &mut self,
         id: u16,
         len: u32,
         scratch: &mut Vec<u8>,
         j: &mut usize,
         next: impl Fn(&mut Self, &mut usize) -> Option<(u16, u32)>,
-        f: &mut impl FnMut(&[u8]),
+        f: &mut impl FnMut(Received<'_>),
     ) -> bool {
         let len = len as usize;
         if len < self.hdr_len {
             self.errors.bad_rx_header += 1;
             return false;
         }
-        scratch.clear();
         let p = self.buf_host(id);
-        let mut hdr = [0u8; 12];
         // SAFETY: buffer `id` is inside our mapping and `len <= buf_size` was checked by
-        // next_used; the device may still scribble on it, which only affects the bytes.
-        unsafe {
-            copy_bytes(hdr.as_mut_ptr(), p, self.hdr_len);
-            append_raw(scratch, p.add(self.hdr_len), len - self.hdr_len);
-        }
+        // next_used; the device may still scribble on it, which only affects the bytes (read
+        // by copy, here and through SharedBytes).
+        let first = unsafe { SharedBytes::new(p.add(self.hdr_len), len - self.hdr_len) };
         let num_buffers = if self.hdr_len == 12 {
-            u16::from_le_bytes([hdr[10], hdr[11]])
+            // SAFETY: as above; hdr_len (12) <= len bytes of the buffer.
+            let b = unsafe { SharedBytes::new(p, self.hdr_len) }.peek::<12>(0).0;
+            u16::from_le_bytes([b[10], b[11]])
         } else {
             1
         };
-        let mut ok = num_buffers >= 1;
-        for _ in 1..num_buffers.max(1) {
-            let Some((id2, len2)) = next(self, j) else {
-                ok = false;
-                break;
-            };
-            let p2 = self.buf_host(id2);
-            // SAFETY: as above for buffer id2.
-            unsafe { append_raw(scratch, p2, len2 as usize) };
-        }
-        if !ok {
+        if num_buffers == 0 {
             self.errors.bad_rx_header += 1;
             return false;
         }
-        f(scratch);
+        if IN_PLACE && num_buffers == 1 {
+            f(Received::Shared(first));
+            return true;
+        }
+        scratch.clear();
+        first.append_to(scratch);
+        for _ in 1..num_buffers {
+            let Some((id2, len2)) = next(self, j) else {
+                self.errors.bad_rx_header += 1;
+                return false;
+            };
+            // SAFETY: as above for buffer id2.
+            unsafe { SharedBytes::new(self.buf_host(id2), len2 as usize) }.append_to(scratch);
+        }
+        f(Received::Gathered(scratch));
         true
     }
+}
+
+/// A frame [`DriverQueue::recv_in_place`] hands out.
+pub enum Received<'a> {
+    /// In its receive buffer, which the device could still write: read by copy.
+    Shared(SharedBytes<'a>),
+    /// Gathered from several buffers into our own memory.
+    Gathered(&'a [u8]),
 }
 
 /// How many free buffers ahead of the one being filled [`DriverQueue::push_tx_with`] prefetches
 /// for writing: far enough for a cross-core transfer (~100 ns) to finish at tens of Mpps.
 const TX_PREFETCH_AHEAD: usize = 8;
 
+/// Freed buffers [`DriverQueue::recv`] gathers before it posts them again within one call.
+const REFILL_EVERY: usize = 8 * RX_BATCH;
+
 /// Used entries [`DriverQueue::recv`] takes and prefetches at a time.
 pub const RX_BATCH: usize = 32;
-
-/// Appends `len` bytes at `src` to `v` by copying (never forming a slice over shared memory,
-/// which the other side may be writing).
-///
-/// # Safety
-/// `src` is readable for `len` bytes.
-unsafe fn append_raw(v: &mut Vec<u8>, src: *const u8, len: usize) {
-    let start = v.len();
-    v.reserve(len);
-    // SAFETY: `reserve` made room for `len` more bytes after `start`; the caller vouches for the
-    // source. Every byte up to `start + len` is initialised by the copy before `set_len` (no
-    // zeroing first: the copy overwrites all of them).
-    unsafe {
-        copy_bytes(v.as_mut_ptr().add(start), src, len);
-        v.set_len(start + len);
-    }
-}

@@ -6,6 +6,7 @@
 //! - [`virtq`]: the device side of a split virtqueue, burst-oriented; hostile-input rules live
 //!   there.
 //! - [`net`]: the virtio-net header and feature set.
+//! - [`shared`]: bytes another party may still write, read by copy only.
 //! - [`backend`]: the device state machine that answers a frontend.
 //! - [`frontend`] and [`driver`]: the driver side, used by fast-path guests, the benchmark's
 //!   built-in guests, and tests as a mock driver writing real descriptors.
@@ -36,5 +37,6 @@ pub mod memory;
 pub mod mmap;
 pub mod net;
 pub mod ring;
+pub mod shared;
 pub mod sigbus;
 pub mod virtq;

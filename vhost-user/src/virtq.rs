@@ -440,14 +440,26 @@ impl DeviceQueue {
     /// Places frames taken from other queues' chains (each without its first `skip` bytes, its
     /// virtio-net header) into this queue's receive buffers, and tallies the outcome. Used
     /// entries are written but not published: call [`Self::flush`] after.
-    ///
-    /// The loop handles the usual case inline — one buffer per frame, taken straight from the
-    /// avail ring, a frame contiguous at its source — and hands anything else to
-    /// [`Self::enqueue`], which covers every case.
     pub fn enqueue_burst<'a>(
         &mut self,
         frames: impl ExactSizeIterator<Item = &'a Chain>,
         skip: usize,
+        tally: &mut RxTally,
+    ) {
+        self.enqueue_sources(frames.map(move |c| Source::Chain(c, skip)), tally);
+    }
+
+    /// [`Self::enqueue_burst`] for packets from anywhere: chains of another queue or bytes of
+    /// our own (a fast-path sender copying its frames into a peer's receive queue). Frames are
+    /// taken in order; after the queue runs out of buffers the rest are counted in
+    /// `tally.no_buffers` and not placed.
+    ///
+    /// The loop handles the usual case inline — one buffer per frame, taken straight from the
+    /// avail ring, a frame contiguous at its source — and hands anything else to
+    /// [`Self::enqueue`], which covers every case.
+    pub fn enqueue_sources<'a>(
+        &mut self,
+        frames: impl ExactSizeIterator<Item = Source<'a>>,
         tally: &mut RxTally,
     ) {
         let hdr_len = self.features.hdr_len;
@@ -463,7 +475,7 @@ impl DeviceQueue {
         while frames.peek().is_some() {
             let mut n = 0;
             while n < BURST {
-                let Some(&c) = frames.peek() else { break };
+                let Some(&src) = frames.peek() else { break };
                 if self.last_avail == self.avail_cache {
                     self.refresh_avail();
                     if self.last_avail == self.avail_cache {
@@ -471,13 +483,13 @@ impl DeviceQueue {
                     }
                 }
                 let head = self.ring.avail_entry(self.last_avail);
-                let Some(from) = c.contiguous_from(skip) else {
+                let Some(from) = src.contiguous() else {
                     break;
                 };
                 if head >= self.size {
                     break;
                 }
-                let need = hdr_len + c.len().saturating_sub(skip);
+                let need = hdr_len + src.len();
                 let d = self.ring.read_desc(head);
                 if d.flags != VRING_DESC_F_WRITE || (d.len as usize) < need {
                     break;
@@ -510,9 +522,9 @@ impl DeviceQueue {
                 continue;
             }
             // The run ended on a frame the simple case does not cover (or on empty buffers).
-            let Some(c) = frames.next() else { break };
-            let len = c.len().saturating_sub(skip) as u64;
-            match self.enqueue(Source::Chain(c, skip)) {
+            let Some(src) = frames.next() else { break };
+            let len = src.len() as u64;
+            match self.enqueue(src) {
                 Ok(()) => {
                     tally.packets += 1;
                     tally.bytes += len;
@@ -588,10 +600,7 @@ impl DeviceQueue {
         }
         // nchains <= MAX_MRG_CHAINS (16).
         let hdr = crate::net::rx_header(u16::try_from(nchains).unwrap_or(u16::MAX));
-        let contiguous = match src {
-            Source::Bytes(b) => Some(b.as_ptr()),
-            Source::Chain(c, skip) => c.contiguous_from(skip),
-        };
+        let contiguous = src.contiguous();
         let rx = &self.rx;
         match (contiguous, nchains, rx[0].segs()) {
             // The common case: the frame is contiguous at the source and one destination
