@@ -7,6 +7,7 @@
 #![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
 #![cfg_attr(feature = "dpdk", deny(unsafe_code))]
 
+pub mod capture;
 pub mod config;
 pub mod ctl;
 #[cfg(feature = "dpdk")]
@@ -15,6 +16,7 @@ pub mod dpdk;
 pub mod eth;
 pub mod fdb;
 pub mod netdev;
+pub mod pcap;
 pub mod pmd;
 pub mod port;
 pub mod session;

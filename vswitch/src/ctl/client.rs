@@ -3,12 +3,17 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::protocol::{ChannelsReply, FdbReply, PmdStatsReply, Request, ShowReply, StatsReply};
+use super::protocol::{
+    CaptureArgs, CaptureStarted, CaptureSummary, ChannelsReply, FdbReply, PmdStatsReply, Request,
+    ShowReply, StatsReply,
+};
+use super::stream::MAX_CHUNK;
 use crate::config::PortSpec;
 
 /// Errors of the client side.
@@ -29,6 +34,9 @@ pub enum CtlError {
     /// The switch answered `ok:false`.
     #[error("{0}")]
     Refused(String),
+    /// A capture's output could not be written (a full disk, a reader that went away).
+    #[error("writing the capture failed: {0}")]
+    Output(io::Error),
 }
 
 /// The largest response the client accepts: an FDB dump of a full table is a few MB.
@@ -130,4 +138,91 @@ impl CtlClient {
         })
         .map(drop)
     }
+
+    /// Runs a capture: writes the pcap stream into `out` (flushed per chunk, so a pipe reader
+    /// sees frames as they come) until the switch ends it; once `stop` is set, asks the switch
+    /// to end it. `started` is told when the switch has attached the capture.
+    pub fn capture(
+        &mut self,
+        args: &CaptureArgs,
+        out: &mut dyn Write,
+        stop: &AtomicBool,
+        started: impl FnOnce(&CaptureStarted),
+    ) -> Result<CaptureSummary, CtlError> {
+        let data = self.call(&Request::Capture(args.clone()))?;
+        let s: CaptureStarted =
+            serde_json::from_value(data).map_err(|e| CtlError::BadResponse(e.to_string()))?;
+        started(&s);
+        // Short reads so that `stop` is seen while no frame comes.
+        self.writer
+            .set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut stopping = false;
+        let mut check_stop = |w: &UnixStream| -> io::Result<()> {
+            if !stopping && stop.load(Ordering::Relaxed) {
+                stopping = true;
+                w.shutdown(std::net::Shutdown::Write)?;
+            }
+            Ok(())
+        };
+        let mut chunk = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            read_full(&mut self.reader, &mut len, &mut || check_stop(&self.writer))?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len == 0 {
+                break;
+            }
+            if len > MAX_CHUNK {
+                return Err(CtlError::BadResponse(format!(
+                    "a capture chunk of {len} bytes (at most {MAX_CHUNK} are sent)"
+                )));
+            }
+            chunk.resize(len, 0);
+            read_full(&mut self.reader, &mut chunk, &mut || {
+                check_stop(&self.writer)
+            })?;
+            out.write_all(&chunk)
+                .and_then(|()| out.flush())
+                .map_err(CtlError::Output)?;
+        }
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            match (&mut self.reader)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(0) => return Err(CtlError::Closed),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => check_stop(&self.writer)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        serde_json::from_slice(&line).map_err(|e| CtlError::BadResponse(e.to_string()))
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Fills `buf` from `r`, calling `idle` whenever a read times out (data read before a timeout
+/// is kept, unlike `read_exact`'s).
+fn read_full(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    idle: &mut dyn FnMut() -> io::Result<()>,
+) -> Result<(), CtlError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Err(CtlError::Closed),
+            Ok(n) => got += n,
+            Err(e) if is_timeout(&e) => idle()?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

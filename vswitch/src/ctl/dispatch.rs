@@ -2,10 +2,15 @@
 //! bad field, and routing it to the switch's [`CtlHandler`]. Transport-free, so that any
 //! transport answers exactly as the socket does.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::protocol::{ChannelsReply, FdbReply, PmdStatsReply, ShowReply, StatsReply, COMMANDS};
+use super::protocol::{
+    CaptureArgs, ChannelsReply, FdbReply, PmdStatsReply, ShowReply, StatsReply, COMMANDS,
+};
+use crate::capture::Tap;
 use crate::config::PortSpec;
 
 /// What the switch provides to the control socket. Called from the control socket's
@@ -18,6 +23,10 @@ pub trait CtlHandler: Send + Sync {
     /// Fast-path channels granted by the hooks, with their counters.
     fn channels(&self) -> ChannelsReply {
         ChannelsReply::default()
+    }
+    /// The capture hook of port `name` (any kind of port), for `capture`.
+    fn tap(&self, name: &str) -> Result<Arc<Tap>, String> {
+        Err(format!("this switch cannot capture port `{name}`"))
     }
     /// `spec` has passed [`PortSpec::validate`]; the handler checks it against live ports.
     fn add_port(&self, spec: PortSpec) -> Result<(), String>;
@@ -90,6 +99,9 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
                 .map_err(|e| format!("del-port: {e}"))?;
             handler.del_port(&a.name).map(|()| Value::Null)
         }
+        "capture" => Err(
+            "capture streams frames and is served on a control socket connection only".to_owned(),
+        ),
         other => Err(format!(
             "unknown command `{other}`: expected one of {COMMANDS}"
         )),
@@ -145,4 +157,36 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// `Some` when `line` is a `capture` request: its checked arguments, or why they are refused.
+/// Kept apart from [`dispatch`] because a capture is answered by a stream, not one reply.
+pub fn capture_request(line: &[u8]) -> Option<Result<CaptureArgs, String>> {
+    let Ok(Value::Object(mut args)) = serde_json::from_slice::<Value>(line) else {
+        return None;
+    };
+    if args.get("cmd").and_then(Value::as_str) != Some("capture") {
+        return None;
+    }
+    args.remove("cmd");
+    let checked = field_types(
+        "capture",
+        &args,
+        &[
+            ("port", Kind::String),
+            ("direction", Kind::String),
+            ("count", Kind::Number),
+        ],
+    )
+    .and_then(|()| {
+        serde_json::from_value::<CaptureArgs>(Value::Object(args))
+            .map_err(|e| format!("capture: {e}"))
+    })
+    .and_then(|a| match a.count {
+        Some(0) => {
+            Err("capture: `count` must be at least 1 (omit it to capture until stopped)".to_owned())
+        }
+        _ => Ok(a),
+    });
+    Some(checked)
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Direction;
 use crate::config::{PortMode, PortSpec};
 use crate::fdb::{FdbCounters, FdbEntry};
 pub use crate::netdev::LinkInfo;
@@ -14,7 +15,7 @@ pub use crate::netdev::LinkInfo;
 /// keeps one client from making the switch buffer without limit.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The commands, for error messages.
-pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, channels, add-port, del-port";
+pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, channels, add-port, del-port, capture";
 
 /// A request, as the client sends it. The server parses by hand (see [`dispatch`]) to give
 /// precise messages, but accepts exactly what this serializes to.
@@ -27,7 +28,43 @@ pub enum Request {
     PmdStats,
     Channels,
     AddPort(PortSpec),
-    DelPort { name: String },
+    DelPort {
+        name: String,
+    },
+    /// Answered by a stream of frames, not one reply: see `ctl::stream`.
+    Capture(CaptureArgs),
+}
+
+/// The arguments of `capture`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureArgs {
+    pub port: String,
+    #[serde(default)]
+    pub direction: Direction,
+    /// Stop after this many frames (at least 1); `None`: until the client stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// The reply line that starts a capture stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub port: String,
+    pub direction: Direction,
+    /// Captured bytes per frame at most (longer frames are cut, their length kept).
+    pub snaplen: u32,
+}
+
+/// The line that ends a capture stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureSummary {
+    /// Frames sent in the stream.
+    pub captured: u64,
+    /// Frames the capture missed because its buffer was full or busy; forwarding went on.
+    pub dropped: u64,
+    /// Why it ended: `count reached`, `client stopped`, `port deleted`, `switch stopping`.
+    pub ended: String,
 }
 
 /// The life of a port's vhost-user connection.

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::dispatch::{dispatch, CtlHandler};
+use super::dispatch::{capture_request, dispatch, CtlHandler};
 use super::protocol::MAX_REQUEST_BYTES;
+use super::stream;
 
 /// Server limits; [`serve`] uses the defaults.
 #[derive(Debug, Clone)]
@@ -214,7 +215,15 @@ fn connection(
                 options.max_request_bytes
             )),
             Event::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Event::Line(line) => respond(handler, &line),
+            Event::Line(line) => match capture_request(&line) {
+                None => respond(handler, &line),
+                Some(Err(message)) => error_line(&message),
+                Some(Ok(args)) => match stream::start(handler, &args) {
+                    Err(message) => error_line(&message),
+                    // A capture is a connection's last request: the stream ends it.
+                    Ok(session) => return stream::run(&mut writer, session, &args, stop),
+                },
+            },
         };
         writer.write_all(reply.as_bytes())?;
     }

@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::*;
+use crate::capture::Tap;
 use crate::config::PortSpec;
 use crate::fdb::{FdbCounters, FdbEntry};
 
 #[derive(Default)]
 pub struct FakeSwitch {
     pub ports: Mutex<Vec<PortSpec>>,
+    /// The capture hook of its one capturable port, `vm1`.
+    pub tap: Arc<Tap>,
 }
 
 pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
@@ -117,6 +120,12 @@ impl CtlHandler for FakeSwitch {
         }
         ports.push(spec);
         Ok(())
+    }
+    fn tap(&self, name: &str) -> Result<Arc<Tap>, String> {
+        match name {
+            "vm1" => Ok(self.tap.clone()),
+            _ => Err(format!("no port named `{name}`")),
+        }
     }
     fn del_port(&self, name: &str) -> Result<(), String> {
         let mut ports = self.ports.lock().unwrap();

@@ -340,3 +340,99 @@ fn test_ctl_request_wire_format() {
                "path": "/tmp/vm1.sock", "vlan": 10, "queues": 2, "fastpath": false})
     );
 }
+
+#[test]
+fn test_ctl_capture_count_0() {
+    let server = TestServer::start();
+    let mut raw = Raw::connect(&server.path);
+    let m = raw.refused_then_usable(b"{\"cmd\":\"capture\",\"port\":\"vm1\",\"count\":0}\n");
+    assert!(m.contains("`count` must be at least 1"), "{m}");
+}
+
+#[test]
+fn test_ctl_capture_bad_direction() {
+    let server = TestServer::start();
+    let mut raw = Raw::connect(&server.path);
+    let m = raw.refused_then_usable(
+        b"{\"cmd\":\"capture\",\"port\":\"vm1\",\"direction\":\"sideways\"}\n",
+    );
+    assert!(m.starts_with("capture:") && m.contains("sideways"), "{m}");
+    let m = raw.refused_then_usable(b"{\"cmd\":\"capture\",\"port\":\"vm1\",\"direction\":1}\n");
+    assert!(m.contains("`direction` must be a string"), "{m}");
+}
+
+#[test]
+fn test_ctl_capture_unknown_port_and_field() {
+    let server = TestServer::start();
+    let mut raw = Raw::connect(&server.path);
+    let m = raw.refused_then_usable(b"{\"cmd\":\"capture\",\"port\":\"nope\"}\n");
+    assert_eq!(m, "no port named `nope`");
+    let m = raw.refused_then_usable(b"{\"cmd\":\"capture\",\"port\":\"vm1\",\"snaplen\":9}\n");
+    assert!(m.contains("snaplen"), "{m}");
+    let m = raw.refused_then_usable(b"{\"cmd\":\"capture\"}\n");
+    assert!(m.contains("`port`"), "{m}");
+}
+
+#[test]
+fn test_ctl_capture_through_dispatch() {
+    // Other transports cannot stream: they refuse rather than answer with nothing.
+    let fake = FakeSwitch::default();
+    let err = dispatch(&fake, br#"{"cmd":"capture","port":"vm1"}"#).unwrap_err();
+    assert!(err.contains("streams"), "{err}");
+}
+
+#[test]
+fn ctl_capture_streams_pcap_until_the_count() {
+    use crate::capture::{Direction, RX};
+    use std::sync::atomic::AtomicBool;
+    let server = TestServer::start();
+    let tap = server.switch.tap.clone();
+    // A poll thread's part: write frames once the capture is attached.
+    let writer = std::thread::spawn(move || {
+        assert!(wait(|| tap.wants(RX)), "the capture was never attached");
+        let mut w = tap.writer().unwrap();
+        for n in 0..3u8 {
+            w.push(60, |out| out.fill(n));
+        }
+    });
+    let mut c = CtlClient::connect(&server.path).unwrap();
+    let mut out = Vec::new();
+    let mut started = None;
+    let args = CaptureArgs {
+        port: "vm1".into(),
+        direction: Direction::Rx,
+        count: Some(2),
+    };
+    let summary = c
+        .capture(&args, &mut out, &AtomicBool::new(false), |s| {
+            started = Some(s.clone())
+        })
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(started.unwrap().snaplen, crate::capture::SNAPLEN);
+    assert_eq!(
+        summary,
+        CaptureSummary {
+            captured: 2,
+            dropped: 0,
+            ended: "count reached".into()
+        }
+    );
+    // The file header, then exactly two 60-byte records: the third is beyond the count.
+    assert_eq!(&out[..24], &crate::pcap::file_header(65535)[..]);
+    assert_eq!(out.len(), 24 + 2 * (16 + 60));
+    assert!(out[24 + 16..24 + 76].iter().all(|&b| b == 0));
+    assert!(out[24 + 76 + 16..].iter().all(|&b| b == 1));
+    assert!(!server.switch.tap.wants(RX), "detached at the end");
+}
+
+fn wait(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}

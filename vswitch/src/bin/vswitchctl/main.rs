@@ -8,6 +8,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use vswitch::config::{PortMode, PortSpec};
 use vswitch::ctl::{CtlClient, CtlError, Request};
 
+mod capture;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -21,10 +22,13 @@ EXAMPLES:
   vswitchctl --ctl /run/vswitch/ctl.sock stats --json | jq '.ports[].drops'
   vswitchctl --ctl /run/vswitch/ctl.sock add-port --name vm3 --server /run/vswitch/vm3.sock --vlan 20 --queues 2
   VSWITCH_CTL=/run/vswitch/ctl.sock vswitchctl del-port vm3
+  vswitchctl --ctl /run/vswitch/ctl.sock capture vm1 --count 100 -w /tmp/vm1.pcap
+  vswitchctl --ctl /run/vswitch/ctl.sock capture vm1 --direction rx -w - | tcpdump -nr -
 
 EXIT STATUS:
   0 success, 1 the switch refused the request (its message is printed),
-  2 bad command line, 3 the switch could not be reached or answered nonsense.";
+  2 bad command line, 3 the switch could not be reached or answered nonsense,
+  4 the capture file could not be written.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +91,23 @@ enum Command {
         /// The port's name.
         name: String,
     },
+    /// Capture a port's frames into a pcap file (tcpdump, Wireshark), until --count frames or
+    /// Ctrl-C. Forwarding never waits for the capture: frames it has no room for are counted
+    /// as capture drops in the summary printed at the end.
+    Capture {
+        /// The port (vhost-user, uplink or tunnel).
+        port: String,
+        /// rx: frames the switch receives from the port (the guest's transmit); tx: frames it
+        /// sends to the port; both.
+        #[arg(long, value_name = "DIR", default_value = "both", value_parser = ["rx", "tx", "both"])]
+        direction: String,
+        /// Stop after N frames (at least 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// The pcap file to write, `-` for standard output (`| tcpdump -r -`).
+        #[arg(short = 'w', value_name = "FILE")]
+        write: PathBuf,
+    },
 }
 
 /// Why the command failed, mapped to the exit status documented in --help.
@@ -94,12 +115,15 @@ enum Command {
 enum Failure {
     Refused(String),
     Unreachable(String),
+    /// A local output (the capture file) could not be written.
+    Output(String),
 }
 
 impl From<CtlError> for Failure {
     fn from(e: CtlError) -> Self {
         match e {
             CtlError::Refused(m) => Failure::Refused(format!("the switch refused: {m}")),
+            CtlError::Output(e) => Failure::Output(format!("writing the capture failed: {e}")),
             other => Failure::Unreachable(other.to_string()),
         }
     }
@@ -122,6 +146,10 @@ fn main() -> ExitCode {
         Err(Failure::Unreachable(m)) => {
             eprintln!("vswitchctl: {m}");
             ExitCode::from(3)
+        }
+        Err(Failure::Output(m)) => {
+            eprintln!("vswitchctl: {m}");
+            ExitCode::from(4)
         }
     }
 }
@@ -160,6 +188,12 @@ fn run(cli: &Cli) -> Result<String, Failure> {
             Request::AddPort(spec)
         }
         Command::DelPort { name } => Request::DelPort { name: name.clone() },
+        Command::Capture {
+            port,
+            direction,
+            count,
+            write,
+        } => return capture::run(&cli.ctl, port, direction, *count, write),
     };
 
     let mut client = CtlClient::connect(&cli.ctl)?;
@@ -183,5 +217,6 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Request::Channels => render_channels(&serde_json::from_value(data).map_err(decode)?),
         Request::AddPort(spec) => format!("added port {}\n", spec.name),
         Request::DelPort { name } => format!("deleted port {name}\n"),
+        Request::Capture(_) => unreachable!("capture returned above"),
     })
 }
