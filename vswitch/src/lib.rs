@@ -15,6 +15,7 @@ pub mod ctl;
 pub mod dpdk;
 pub mod eth;
 pub mod fdb;
+pub mod metrics;
 pub mod netdev;
 pub mod pcap;
 pub mod pmd;

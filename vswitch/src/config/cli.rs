@@ -25,6 +25,7 @@ EXAMPLES:
 CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     pmd_cores = \"2-3\"
     ctl = \"/run/vswitch/ctl.sock\"
+    metrics = \"9101\"                # optional, [ADDR:]PORT, see --metrics
     mac_aging_secs = 300
     log = \"info\"
 
@@ -173,6 +174,12 @@ pub(super) struct Cli {
         allow_hyphen_values = true
     )]
     pub(super) pmd_sleep_max: Option<String>,
+
+    /// Serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (per-port counters and
+    /// drops by reason, poll threads' cycles, FDB, fast-path channels, vhost-user messages).
+    /// A bare PORT listens on loopback (127.0.0.1) only. Default: no metrics server.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub(super) metrics: Option<String>,
 
     /// Listen for `vswitchctl` on this unix socket. Default: no control socket.
     #[arg(long, value_name = "SOCKETPATH")]

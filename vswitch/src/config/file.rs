@@ -16,6 +16,7 @@ pub(super) struct FileConfig {
     pub(super) port: Vec<FilePort>,
     pub(super) pmd_cores: Option<String>,
     pub(super) ctl: Option<PathBuf>,
+    pub(super) metrics: Option<String>,
     pub(super) mac_aging_secs: Option<i64>,
     pub(super) log: Option<String>,
     pub(super) hooks: Option<PathBuf>,

@@ -12,8 +12,9 @@ use super::spec::{
     default_queues, DpdkPortSpec, PortMode, PortSpec, DEFAULT_MAC_AGING_SECS, MAC_AGING_RANGE,
 };
 use super::validate::{
-    mtu_from_i64, parse_vxlan, port_index, queues_from_i64, split_assignment, validate_devargs,
-    validate_log_filter, validate_port_name, validate_socket_path, validate_tunnels, vlan_from_i64,
+    mtu_from_i64, parse_metrics_addr, parse_vxlan, port_index, queues_from_i64, split_assignment,
+    validate_devargs, validate_log_filter, validate_port_name, validate_socket_path,
+    validate_tunnels, vlan_from_i64,
 };
 use super::Config;
 
@@ -226,6 +227,11 @@ pub(super) fn build(
         }
     }
 
+    let metrics = cli
+        .metrics
+        .or(file.metrics)
+        .map(|m| parse_metrics_addr(&m))
+        .transpose()?;
     let ctl = cli.ctl.or(file.ctl);
     let mut owners: HashMap<PathBuf, String> = HashMap::new();
     if let Some(ctl) = &ctl {
@@ -314,6 +320,7 @@ pub(super) fn build(
         ports,
         pmd_cores,
         ctl,
+        metrics,
         mac_aging_secs,
         log,
         config_file,

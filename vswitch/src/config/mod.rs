@@ -46,6 +46,8 @@ pub struct Config {
     pub pmd_sleep_max_us: u32,
     /// Control socket to listen on; `None`: no control socket.
     pub ctl: Option<PathBuf>,
+    /// Where to serve Prometheus metrics; `None`: no metrics server.
+    pub metrics: Option<std::net::SocketAddr>,
     pub mac_aging_secs: u32,
     /// `--log` or the file's `log`; `None`: use RUST_LOG, see [`Config::log_filter`].
     pub log: Option<String>,

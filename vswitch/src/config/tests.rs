@@ -443,6 +443,32 @@ fn test_config_pmd_cores_checked_against_this_machine() {
 }
 
 #[test]
+fn config_metrics_address() {
+    assert_eq!(parse(&[]).unwrap().metrics, None);
+    let c = parse(&["--metrics", "9101"]).unwrap();
+    assert_eq!(
+        c.metrics,
+        Some("127.0.0.1:9101".parse().unwrap()),
+        "loopback by default"
+    );
+    let c = parse(&["--metrics", "0.0.0.0:9200"]).unwrap();
+    assert_eq!(c.metrics, Some("0.0.0.0:9200".parse().unwrap()));
+    let c = parse_file_args("metrics = \"[::1]:9300\"\n", &[]).unwrap();
+    assert_eq!(c.metrics, Some("[::1]:9300".parse().unwrap()));
+}
+
+#[test]
+fn test_config_metrics_bad_address() {
+    for bad in ["0", "70000", "localhost:9101", "1.2.3.4", "1.2.3.4:0", ""] {
+        let err = parse(&["--metrics", bad]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadArgument { option: "--metrics", value, .. } if value == bad),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn test_config_mac_aging_out_of_range() {
     for bad in ["0", "86401", "-5", "soon"] {
         let err = parse(&["--mac-aging", bad]).unwrap_err();

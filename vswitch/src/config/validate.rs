@@ -2,7 +2,7 @@
 //! specs, log filters), each turning a bad value into the [`ConfigError`] that names it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -301,4 +301,23 @@ pub(super) fn validate_log_filter(filter: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `--metrics`: `PORT` (loopback only, the safe default for counters that describe tenants'
+/// traffic) or `ADDR:PORT` (`0.0.0.0:9101`, `[::1]:9101`).
+pub(super) fn parse_metrics_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || ConfigError::BadArgument {
+        option: "--metrics",
+        value: value.to_owned(),
+        expected: "[ADDR:]PORT with a port in 1..=65535, e.g. 9101 (loopback) or 0.0.0.0:9101",
+    };
+    let v = value.trim();
+    let addr = match v.parse::<u16>() {
+        Ok(port) => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Err(_) => v.parse::<SocketAddr>().map_err(|_| bad())?,
+    };
+    if addr.port() == 0 {
+        return Err(bad());
+    }
+    Ok(addr)
 }
