@@ -7,6 +7,7 @@
 #![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
 #![cfg_attr(feature = "dpdk", deny(unsafe_code))]
 
+pub mod capture;
 pub mod config;
 pub mod ctl;
 #[cfg(feature = "dpdk")]
@@ -14,7 +15,9 @@ pub mod ctl;
 pub mod dpdk;
 pub mod eth;
 pub mod fdb;
+pub mod metrics;
 pub mod netdev;
+pub mod pcap;
 pub mod pmd;
 pub mod port;
 pub mod session;

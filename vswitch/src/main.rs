@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vswitch::config::{Config, ConfigError};
-use vswitch::ctl;
 use vswitch::switch::Switch;
+use vswitch::{ctl, metrics};
 
 fn main() -> ExitCode {
     let cfg = match Config::from_args() {
@@ -70,6 +70,19 @@ fn run(cfg: &Config) -> Result<(), String> {
         }
         None => None,
     };
+    let metrics_server = match cfg.metrics {
+        Some(addr) => match metrics::serve(addr, switch.clone()) {
+            Ok(m) => {
+                tracing::info!("metrics on http://{}/metrics", m.addr);
+                Some(m)
+            }
+            Err(e) => {
+                switch.shutdown();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let ctl_stop = Arc::new(AtomicBool::new(false));
     let ctl_thread = match &cfg.ctl {
         Some(path) => {
@@ -85,6 +98,9 @@ fn run(cfg: &Config) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping");
+    if let Some(m) = metrics_server {
+        m.stop();
+    }
     ctl_stop.store(true, Ordering::Relaxed);
     if let Some(t) = ctl_thread {
         let _ = t.join();

@@ -26,6 +26,7 @@ use crossbeam_queue::ArrayQueue;
 use vhost_user::net::MAX_FRAME;
 use vhost_user::virtq::{Chain, DeviceQueue, RxError, RxTally, Source, BURST};
 
+use crate::capture::{self, Tap};
 use crate::eth::{self, EthHeader, Mac, HEADER_PEEK};
 use crate::fdb::Fdb;
 use crate::netdev::{DevIo, TxBufError, TxOutcome};
@@ -220,6 +221,15 @@ impl Dest {
     #[inline]
     fn is_tunnel(&self) -> bool {
         matches!(self, Dest::Vxlan(_))
+    }
+
+    #[inline]
+    fn tap(&self) -> &Tap {
+        match self {
+            Dest::Vhost(p) => &p.tap,
+            Dest::Uplink(u) => &u.tap,
+            Dest::Vxlan(t) => &t.tap,
+        }
     }
 }
 
@@ -435,6 +445,7 @@ impl Forwarder {
                 vlan: port.vlan,
                 counters: &port.counters[self.id],
                 tunnel: false,
+                tap: &port.tap,
             };
             let frames = ChainBurst {
                 chains: q.burst(),
@@ -475,6 +486,7 @@ impl Forwarder {
                         vlan: up.port.vlan,
                         counters: c,
                         tunnel: false,
+                        tap: &up.port.tap,
                     };
                     self.switch_burst(&src, &b);
                 }
@@ -588,6 +600,7 @@ impl Forwarder {
                 vlan: t.vlan,
                 counters: &t.counters[self.id],
                 tunnel: true,
+                tap: &t.tap,
             };
             self.switch_burst(&src, &b);
         }
@@ -597,6 +610,9 @@ impl Forwarder {
     #[inline]
     fn switch_burst<F: Frames>(&mut self, src: &Src, frames: F) {
         let n = frames.count();
+        if src.tap.wants(capture::RX) {
+            tap_burst(src.tap, frames, 0..n);
+        }
         let counters = src.counters;
         let now = self.shared.now_secs.load(Ordering::Relaxed);
         let fdb = &self.shared.fdb;
@@ -723,6 +739,7 @@ struct Src<'a> {
     counters: &'a CounterBlock,
     /// A tunnel: its frames never go into another tunnel.
     tunnel: bool,
+    tap: &'a Tap,
 }
 
 /// A burst of frames as the switch classifies and delivers it. Implementors are small `Copy`
@@ -735,7 +752,8 @@ trait Frames: Copy {
     fn frame_len(self, i: usize) -> usize;
     /// The switch's view of frame `i`'s header; `None` when it is shorter than one.
     fn header(self, i: usize) -> Option<Header>;
-    /// Copies frame `i` into `out` (exactly [`Frames::frame_len`] bytes).
+    /// Copies the first `out.len()` bytes of frame `i` into `out` (at most
+    /// [`Frames::frame_len`]; fewer for a capture's snaplen).
     fn copy_to(self, i: usize, out: &mut [u8]);
     /// Places frames `idx` into a guest's receive queue (not flushed).
     fn to_vhost(self, q: &mut DeviceQueue, idx: &[usize], t: &mut RxTally);
@@ -929,6 +947,20 @@ fn mac_bytes(w: u64) -> Mac {
     [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
 
+/// Copies frames `idx` of a burst into an attached capture. Out of line: the loop pays for
+/// it only while a capture runs.
+#[cold]
+#[inline(never)]
+fn tap_burst<F: Frames>(tap: &Tap, frames: F, idx: impl Iterator<Item = usize>) {
+    let Some(mut w) = tap.writer() else {
+        tap.drop_frames(idx.count() as u64);
+        return;
+    };
+    for i in idx {
+        w.push(frames.frame_len(i), |out| frames.copy_to(i, out));
+    }
+}
+
 /// How many times a PMD retries a destination queue held by another PMD before dropping: the
 /// holder keeps it for one burst at most.
 const BUSY_SPINS: u32 = 4096;
@@ -943,6 +975,9 @@ fn deliver<F: Frames>(
     idx: &[usize],
     now: u32,
 ) {
+    if d.tap().wants(capture::TX) {
+        tap_burst(d.tap(), frames, idx.iter().copied());
+    }
     match d {
         Dest::Vhost(p) => deliver_vhost(pmd, p, frames, idx),
         Dest::Uplink(u) => match uplinks[usize::from(u.id)].as_mut() {

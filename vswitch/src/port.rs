@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use vhost_user::backend::{DeviceInfo, QueueSlot};
 use vhost_user::virtq::QueueCounters;
 
+use crate::capture::Tap;
 use crate::config::PortSpec;
 use crate::ctl::PortState;
 
@@ -246,6 +247,8 @@ pub struct Port {
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
     pub status: Mutex<PortStatus>,
+    /// Packet capture hook (`vswitchctl capture`).
+    pub tap: Arc<Tap>,
 }
 
 impl Port {
@@ -273,6 +276,7 @@ impl Port {
                 pmd_of_queue: vec![None; nq],
                 ..Default::default()
             }),
+            tap: Arc::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use hypervisor_hooks::verify::Manifest;
 use vhost_user::message::protocol_features;
 use vhost_user::net::feature_names;
 
+use crate::capture::Tap;
 use crate::config::{Config, PortSpec, VxlanSpec};
 use crate::ctl::{
     ChannelStats, ChannelsReply, CtlHandler, DeviceInfo, FdbReply, PmdStats, PmdStatsReply,
@@ -314,6 +315,10 @@ impl Switch {
             pmd.command(|done| Command::DelPort { id, done })?;
         }
         devices.remove(name);
+        match &entry {
+            DevEntry::Uplink(u) => u.tap.close(),
+            DevEntry::Vxlan(t) => t.tap.close(),
+        }
         let flushed = self.shared.fdb.flush_port(id);
         tracing::info!("port {name} removed ({flushed} MAC entries flushed)");
         Ok(())
@@ -394,6 +399,7 @@ impl Switch {
         for pmd in &self.pmds {
             pmd.command(|done| Command::DelPort { id, done })?;
         }
+        entry.port.tap.close();
         let flushed = self.shared.fdb.flush_port(id);
         tracing::info!("port {name} removed ({flushed} MAC entries flushed)");
         Ok(())
@@ -740,6 +746,17 @@ impl CtlHandler for Switch {
 
     fn del_port(&self, name: &str) -> Result<(), String> {
         Switch::del_port(self, name)
+    }
+
+    fn tap(&self, name: &str) -> Result<Arc<Tap>, String> {
+        if let Some(e) = self.ports().get(name) {
+            return Ok(e.port.tap.clone());
+        }
+        match self.devices().get(name) {
+            Some(DevEntry::Uplink(u)) => Ok(u.tap.clone()),
+            Some(DevEntry::Vxlan(t)) => Ok(t.tap.clone()),
+            None => Err(format!("no port named `{name}`")),
+        }
     }
 }
 

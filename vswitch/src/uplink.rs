@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::Tap;
 use crate::netdev::NetDev;
 use crate::port::{counter_blocks, sum_counter, CounterBlock};
 
@@ -48,6 +49,8 @@ pub struct UplinkPort {
     pub rx_pmd: usize,
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
+    /// Packet capture hook (`vswitchctl capture`).
+    pub tap: std::sync::Arc<Tap>,
 }
 
 impl UplinkPort {
@@ -69,6 +72,7 @@ impl UplinkPort {
             dev,
             rx_pmd: usize::from(id) % pmds.max(1),
             counters: counter_blocks(pmds),
+            tap: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::capture::Tap;
 use crate::eth::Mac;
 use crate::fdb::Fdb;
 use crate::port::{counter_blocks, sum_counter, CounterBlock};
@@ -94,6 +95,8 @@ pub struct VxlanPort {
     pub vteps: Fdb,
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
+    /// Packet capture hook (`vswitchctl capture`).
+    pub tap: std::sync::Arc<Tap>,
 }
 
 impl VxlanPort {
@@ -124,6 +127,7 @@ impl VxlanPort {
                 .collect(),
             vteps: Fdb::new(VTEP_TABLE_CAPACITY, aging_secs),
             counters: counter_blocks(pmds),
+            tap: Default::default(),
         }
     }
 

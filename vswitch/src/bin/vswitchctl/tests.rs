@@ -1,0 +1,409 @@
+//! `vswitchctl` against a fake switch behind a real socket: tables, JSON, refusals.
+
+use super::render::*;
+use super::*;
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use vswitch::ctl::{
+    serve, CtlHandler, DeviceInfo, FdbReply, LinkInfo, PmdStats, PmdStatsReply, PortInfo,
+    PortState, PortStats, QueueInfo, RemoteVtepInfo, ShowReply, StatsReply, TunnelInfo, UplinkInfo,
+};
+use vswitch::fdb::{FdbCounters, FdbEntry};
+
+#[derive(Default)]
+struct Fake {
+    added: Mutex<Vec<PortSpec>>,
+}
+
+impl CtlHandler for Fake {
+    fn show(&self) -> ShowReply {
+        ShowReply {
+            ports: vec![PortInfo {
+                name: "vm1".into(),
+                mode: PortMode::Server,
+                path: "/tmp/vm1.sock".into(),
+                vlan: Some(10),
+                state: PortState::Running,
+                features: 0x1_0000_8000,
+                features_names: vec!["VERSION_1".into(), "MRG_RXBUF".into()],
+                protocol_features: 0x8003,
+                queue_pairs: 1,
+                queues: vec![QueueInfo {
+                    index: 1,
+                    enabled: true,
+                    started: true,
+                    size: 256,
+                    pmd: Some(0),
+                    error: None,
+                }],
+                mtu: Some(1500),
+                mac: None,
+            }],
+            devices: vec![
+                DeviceInfo {
+                    name: "up0".into(),
+                    kind: "uplink".into(),
+                    vlan: None,
+                    uplink: Some(UplinkInfo {
+                        devargs: "net_af_packet0,iface=veth0".into(),
+                        driver: "dpdk net_af_packet".into(),
+                        role: "underlay".into(),
+                        mac: "02:00:00:00:00:0a".into(),
+                        mtu: 1500,
+                        link: LinkInfo {
+                            up: true,
+                            speed_mbps: 10000,
+                            full_duplex: true,
+                        },
+                        rx_pmd: 0,
+                        device_counters: BTreeMap::from([("ipackets".into(), 5)]),
+                    }),
+                    tunnel: None,
+                },
+                DeviceInfo {
+                    name: "vx0".into(),
+                    kind: "vxlan".into(),
+                    vlan: Some(10),
+                    uplink: None,
+                    tunnel: Some(TunnelInfo {
+                        vni: 42,
+                        local: "10.0.0.1".into(),
+                        uplink: "up0".into(),
+                        remotes: vec![
+                            RemoteVtepInfo {
+                                ip: "10.0.0.2".into(),
+                                mac: Some("02:00:00:00:00:0b".into()),
+                            },
+                            RemoteVtepInfo {
+                                ip: "10.0.0.3".into(),
+                                mac: None,
+                            },
+                        ],
+                        max_inner_frame: 1464,
+                        learned_macs: 1,
+                    }),
+                },
+            ],
+        }
+    }
+    fn stats(&self) -> StatsReply {
+        StatsReply {
+            ports: vec![PortStats {
+                name: "vm1".into(),
+                rx_packets: 123_456,
+                rx_bytes: 7,
+                tx_packets: 8,
+                tx_bytes: 9,
+                drops: BTreeMap::from([("tx_ring_full".into(), 3), ("rx_bad_chain".into(), 0)]),
+                ring_errors: BTreeMap::new(),
+                control: BTreeMap::new(),
+            }],
+        }
+    }
+    fn fdb(&self) -> FdbReply {
+        FdbReply {
+            entries: vec![
+                FdbEntry {
+                    vlan: 10,
+                    mac: [0x52, 0x54, 0, 0, 0, 1],
+                    port: 1,
+                    age_secs: 4,
+                },
+                FdbEntry {
+                    vlan: 10,
+                    mac: [0x52, 0x54, 0, 0, 0, 2],
+                    port: 2,
+                    age_secs: 0,
+                },
+            ],
+            port_names: BTreeMap::from([(1, "vm1".into())]),
+            counters: FdbCounters {
+                learned: 2,
+                ..Default::default()
+            },
+        }
+    }
+    fn pmd_stats(&self) -> PmdStatsReply {
+        PmdStatsReply {
+            pmds: vec![PmdStats {
+                id: 0,
+                core: Some(1),
+                packets: 4,
+                busy_cycles: 300,
+                idle_cycles: 100,
+                cycles_per_packet: 100.0,
+                iterations: 2,
+                rx_queues: vec!["vm1/1".into()],
+            }],
+            tsc_hz: Some(2_500_000_000),
+        }
+    }
+    fn add_port(&self, spec: PortSpec) -> Result<(), String> {
+        self.added.lock().unwrap().push(spec);
+        Ok(())
+    }
+    fn del_port(&self, name: &str) -> Result<(), String> {
+        Err(format!("no port named `{name}`"))
+    }
+}
+
+struct Server {
+    dir: PathBuf,
+    path: PathBuf,
+    fake: Arc<Fake>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "vswitchctl-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.sock");
+        let fake = Arc::new(Fake::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = serve(
+            UnixListener::bind(&path).unwrap(),
+            fake.clone(),
+            stop.clone(),
+        );
+        Server {
+            dir,
+            path,
+            fake,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String, Failure> {
+        let ctl = self.path.to_str().unwrap();
+        let argv = ["vswitchctl", "--ctl", ctl]
+            .into_iter()
+            .chain(args.iter().copied());
+        run(&Cli::try_parse_from(argv).unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn test_vswitchctl_show_table() {
+    let s = Server::start();
+    let out = s.run(&["show"]).unwrap();
+    assert!(
+        out.starts_with("vm1: server /tmp/vm1.sock, vlan 10, running\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("features: 0x0000000100008000 VERSION_1 MRG_RXBUF"),
+        "{out}"
+    );
+    assert!(out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD"), "{out}");
+}
+
+#[test]
+fn test_vswitchctl_show_uplinks_and_tunnels() {
+    let s = Server::start();
+    let out = s.run(&["show"]).unwrap();
+    for needle in [
+        "up0: uplink net_af_packet0,iface=veth0 (dpdk net_af_packet), underlay, link up 10000 Mb/s full-duplex",
+        "  mac: 02:00:00:00:00:0a, mtu: 1500, rx pmd: 0",
+        "  device counters: ipackets=5",
+        "vx0: vxlan vni 42 from 10.0.0.1 over up0, vlan 10",
+        "  remote 10.0.0.2 at 02:00:00:00:00:0b",
+        "  remote 10.0.0.3 unresolved (ARP pending)",
+        "  largest inner frame: 1464 bytes, learned inner MACs: 1",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+}
+
+#[test]
+fn test_vswitchctl_stats_table_and_json() {
+    let s = Server::start();
+    let out = s.run(&["stats"]).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "PORT  RX_PACKETS  RX_BYTES  TX_PACKETS  TX_BYTES  DROPS"
+    );
+    assert_eq!(
+        lines[1],
+        "vm1       123456         7           8         9  3 (tx_ring_full=3)"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&s.run(&["stats", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["ports"][0]["drops"]["tx_ring_full"], 3);
+}
+
+#[test]
+fn test_vswitchctl_fdb_uses_port_names() {
+    let s = Server::start();
+    let out = s.run(&["fdb"]).unwrap();
+    assert!(out.contains("vm1     10  52:54:00:00:00:01    4"), "{out}");
+    assert!(
+        out.contains("2       10  52:54:00:00:00:02    0"),
+        "unnamed port by number: {out}"
+    );
+    assert!(out.contains("2 entries; learned 2"), "{out}");
+}
+
+#[test]
+fn test_vswitchctl_pmd_stats_like_ovs() {
+    let s = Server::start();
+    let out = s.run(&["pmd-stats"]).unwrap();
+    for needle in [
+        "cycles are TSC cycles at 2500.0 MHz",
+        "pmd thread 0 core_id 1:",
+        "packets received: 4",
+        "idle cycles: 100 (25.00%)",
+        "processing cycles: 300 (75.00%)",
+        "avg cycles per packet: 100.00 (400/4)",
+        "avg processing cycles per packet: 75.00 (300/4)",
+        "rx queues: vm1/1",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&s.run(&["--json", "pmd-stats"]).unwrap()).unwrap();
+    assert_eq!(json["pmds"][0]["busy_cycles"], 300);
+}
+
+#[test]
+fn test_vswitchctl_add_port() {
+    let s = Server::start();
+    let out = s
+        .run(&[
+            "add-port",
+            "--name",
+            "vm3",
+            "--client",
+            "/tmp/vm3.sock",
+            "--vlan",
+            "20",
+            "--queues",
+            "2",
+        ])
+        .unwrap();
+    assert_eq!(out, "added port vm3\n");
+    let added = s.fake.added.lock().unwrap().clone();
+    assert_eq!(
+        added,
+        vec![PortSpec {
+            name: "vm3".into(),
+            mode: PortMode::Client,
+            path: "/tmp/vm3.sock".into(),
+            vlan: Some(20),
+            queues: 2,
+            fastpath: false,
+        }]
+    );
+}
+
+#[test]
+fn test_vswitchctl_add_port_vlan_out_of_range() {
+    let s = Server::start();
+    let err = s
+        .run(&[
+            "add-port",
+            "--name",
+            "vm3",
+            "--server",
+            "/tmp/vm3.sock",
+            "--vlan",
+            "4095",
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(&err, Failure::Refused(m) if m.contains("1..=4094")),
+        "{err:?}"
+    );
+    assert!(s.fake.added.lock().unwrap().is_empty());
+}
+
+#[test]
+fn test_vswitchctl_add_port_needs_one_mode() {
+    for args in [
+        &["vswitchctl", "--ctl", "/x", "add-port", "--name", "a"][..],
+        &[
+            "vswitchctl",
+            "--ctl",
+            "/x",
+            "add-port",
+            "--name",
+            "a",
+            "--server",
+            "/p",
+            "--client",
+            "/q",
+        ][..],
+    ] {
+        assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+    }
+}
+
+#[test]
+fn test_vswitchctl_switch_refusal_is_error() {
+    let s = Server::start();
+    let err = s.run(&["del-port", "ghost"]).unwrap_err();
+    assert!(
+        matches!(&err, Failure::Refused(m) if m.contains("no port named `ghost`")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn test_vswitchctl_socket_missing() {
+    let cli =
+        Cli::try_parse_from(["vswitchctl", "--ctl", "/nonexistent/ctl.sock", "show"]).unwrap();
+    let err = run(&cli).unwrap_err();
+    assert!(
+        matches!(&err, Failure::Unreachable(m) if m.contains("/nonexistent/ctl.sock")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn test_vswitchctl_help_explains() {
+    let err = Cli::try_parse_from(["vswitchctl", "--help"]).unwrap_err();
+    let help = err.to_string();
+    for needle in [
+        "--ctl",
+        "--json",
+        "show",
+        "stats",
+        "fdb",
+        "pmd-stats",
+        "add-port",
+        "del-port",
+        "EXAMPLES",
+        "EXIT STATUS",
+    ] {
+        assert!(help.contains(needle), "--help lacks `{needle}`:\n{help}");
+    }
+}
+
+#[test]
+fn test_vswitchctl_empty_replies() {
+    assert_eq!(render_show(&ShowReply::default()), "no ports\n");
+    assert_eq!(render_stats(&StatsReply::default()), "no ports\n");
+    assert!(render_pmd_stats(&PmdStatsReply::default()).contains("no pmd threads"));
+    assert!(render_fdb(&FdbReply::default()).contains("0 entries"));
+}

@@ -1,0 +1,191 @@
+//! A fake switch behind a real socket, for the control socket's tests.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::*;
+use crate::capture::Tap;
+use crate::config::PortSpec;
+use crate::fdb::{FdbCounters, FdbEntry};
+
+#[derive(Default)]
+pub struct FakeSwitch {
+    pub ports: Mutex<Vec<PortSpec>>,
+    /// The capture hook of its one capturable port, `vm1`.
+    pub tap: Arc<Tap>,
+}
+
+pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
+    PortInfo {
+        name: spec.name.clone(),
+        mode: spec.mode,
+        path: spec.path.clone(),
+        vlan: spec.vlan,
+        state: PortState::Running,
+        features: (1 << 32) | (1 << 15),
+        features_names: vec!["VERSION_1".into(), "MRG_RXBUF".into()],
+        protocol_features: 0x8003,
+        queue_pairs: spec.queues,
+        queues: vec![
+            QueueInfo {
+                index: 0,
+                enabled: true,
+                started: true,
+                size: 256,
+                pmd: None,
+                error: None,
+            },
+            QueueInfo {
+                index: 1,
+                enabled: true,
+                started: true,
+                size: 256,
+                pmd: Some(0),
+                error: None,
+            },
+        ],
+        mtu: Some(1500),
+        mac: Some("52:54:00:12:34:56".into()),
+    }
+}
+
+impl CtlHandler for FakeSwitch {
+    fn show(&self) -> ShowReply {
+        ShowReply {
+            ports: self
+                .ports
+                .lock()
+                .unwrap()
+                .iter()
+                .map(sample_port_info)
+                .collect(),
+            devices: Vec::new(),
+        }
+    }
+    fn stats(&self) -> StatsReply {
+        StatsReply {
+            ports: vec![PortStats {
+                name: "vm1".into(),
+                rx_packets: 10,
+                rx_bytes: 640,
+                tx_packets: 9,
+                tx_bytes: 576,
+                drops: BTreeMap::from([("tx_ring_full".into(), 1)]),
+                ring_errors: BTreeMap::new(),
+                control: BTreeMap::new(),
+            }],
+        }
+    }
+    fn fdb(&self) -> FdbReply {
+        FdbReply {
+            entries: vec![FdbEntry {
+                vlan: 10,
+                mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                port: 1,
+                age_secs: 7,
+            }],
+            port_names: BTreeMap::from([(1, "vm1".into())]),
+            counters: FdbCounters {
+                learned: 1,
+                ..FdbCounters::default()
+            },
+        }
+    }
+    fn pmd_stats(&self) -> PmdStatsReply {
+        PmdStatsReply {
+            pmds: vec![PmdStats {
+                id: 0,
+                core: Some(1),
+                packets: 1000,
+                busy_cycles: 250_000,
+                idle_cycles: 750_000,
+                cycles_per_packet: 1000.0,
+                iterations: 5000,
+                rx_queues: vec!["vm1/1".into()],
+            }],
+            tsc_hz: Some(2_000_000_000),
+        }
+    }
+    fn add_port(&self, spec: PortSpec) -> Result<(), String> {
+        if spec.name == "boom" {
+            panic!("fake handler panics on request");
+        }
+        let mut ports = self.ports.lock().unwrap();
+        if ports.iter().any(|p| p.name == spec.name) {
+            return Err(format!("port `{}` already exists", spec.name));
+        }
+        ports.push(spec);
+        Ok(())
+    }
+    fn tap(&self, name: &str) -> Result<Arc<Tap>, String> {
+        match name {
+            "vm1" => Ok(self.tap.clone()),
+            _ => Err(format!("no port named `{name}`")),
+        }
+    }
+    fn del_port(&self, name: &str) -> Result<(), String> {
+        let mut ports = self.ports.lock().unwrap();
+        let before = ports.len();
+        ports.retain(|p| p.name != name);
+        if ports.len() == before {
+            return Err(format!("no port named `{name}`"));
+        }
+        Ok(())
+    }
+}
+
+/// A served fake switch in its own temp dir; stops and cleans up on drop.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub switch: Arc<FakeSwitch>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(ServeOptions::default())
+    }
+
+    pub fn start_with(options: ServeOptions) -> TestServer {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "vswitch-ctl-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let switch = Arc::new(FakeSwitch::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = serve_with(listener, switch.clone(), stop.clone(), options);
+        TestServer {
+            dir,
+            path,
+            switch,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
