@@ -65,7 +65,7 @@ pub struct PeerArgs {
     /// queue should carry so view switches stay under 8 % of it (measured as it runs, see
     /// fastpath_guest::visits), up to this; zero-copy (no view on the sender's side) publishes
     /// every 256 frames, up to this.
-    #[arg(long, default_value_t = 6144)]
+    #[arg(long, default_value_t = 32768)]
     pub burst: usize,
     /// Most frames the receiver takes per `recv` (zero-copy: per visit to its view of the
     /// sender's queue, which it enters once enough frames wait; see fastpath_guest::visits).

@@ -12,11 +12,13 @@
 //! each frame's first 16 bytes where the sender wrote them), `used_writes` (`complete_burst`:
 //! the used index published once per 32), `view_leave`.
 //!
-//! Copy (the user sends into the owner's receive buffers, the owner receives):
-//! `view_enter`, `desc_reads` (writable chains), `copy` (header and frame into the buffers the
-//! next `enqueue`s fill, with the engine's `copy_bytes`), `enqueue` (the engine's call: reads,
-//! copy and used-entry staging together), `used_writes` (`flush`: the used index), `view_leave`,
-//! `notify`, `notify_poll`, `owner_rx` (`recv` and refill).
+//! Copy (the user sends into the owner's receive buffers, the owner receives), frames packed as
+//! records, 30 of 64 bytes to a 2 KiB buffer (`vhost_user::records`):
+//! `view_enter`, `desc_reads` (writable chains, one per buffer), `copy` (header and records
+//! into the buffers the next `enqueue_records` fills, with the engine's `copy_bytes`),
+//! `enqueue` (`enqueue_records`, the engine's call: reads, copy and used-entry staging
+//! together), `used_writes` (`flush`: the used index), `view_leave`, `notify`, `notify_poll`,
+//! `owner_rx` (`recv_records`, reading each frame's first 16 bytes in place, and refill).
 //!
 //! `view_enter_leave` is the sum of both switches; `visit` times, with `Instant`, the fast
 //! path's own visit (`PeerQueue::visit` with the closure `FastpathGuest` runs) uninstrumented.
@@ -39,7 +41,8 @@ use fastpath_guest::user::PeerQueue;
 use fastpath_guest::visits::Visits;
 use hypervisor_hooks::proto::{doorbell as db, Mode};
 use notify::{tsc, Notifier, Strategy};
-use vhost_user::virtq::{Source, BURST};
+use vhost_user::driver::Received;
+use vhost_user::virtq::{RxTally, BURST};
 
 const BURSTS: [usize; 3] = [32, 256, 2048];
 /// One queue size for every burst, so the view switches cost the same for all of them.
@@ -47,6 +50,8 @@ const QUEUE: u16 = 2048;
 const BUF: u32 = 2048;
 const HDR: usize = 12;
 const FRAME: usize = 64;
+/// Records of FRAME bytes one BUF-byte buffer holds after its header.
+const PER_BUFFER: usize = (BUF as usize - HDR) / (2 + FRAME);
 
 /// TSC cycles of each component in one burst.
 #[derive(Default, Clone, Copy)]
@@ -193,47 +198,58 @@ impl Rig {
         p
     }
 
-    /// One copy-mode burst of `n` frames, every component timed.
+    /// One copy-mode burst of `n` frames, every component timed. Frames go as records
+    /// (vhost_user::records), [`PER_BUFFER`] to a receive buffer, as `FastpathGuest::send` packs
+    /// them.
     fn copy(&mut self, n: usize) -> Parts {
         let mut p = Parts::default();
         let owner = &self.d.queue;
         let (frame, dsts) = (&self.frame, &mut self.dsts);
+        let frames = vec![frame.as_slice(); n];
+        let bufs = n.div_ceil(PER_BUFFER);
         let t0 = tsc::now();
         let (t1, t2) = self
             .pq
             .with(&self.views, |q| {
                 let t1 = tsc::now();
-                // Where the next `n` frames go (untimed): the buffers the next avail entries
-                // name, in this side's mapping.
-                for (i, dst) in (0u16..).zip(dsts.iter_mut()).take(n) {
+                // Where the next buffers are (untimed), in this side's mapping.
+                for (i, dst) in (0u16..).zip(dsts.iter_mut()).take(bufs) {
                     let id = owner.raw().avail_entry(q.last_avail().wrapping_add(i));
-                    let need = (HDR + FRAME) as u64;
-                    *dst = q.memory().gpa_to_host(owner.buf_gpa(id), need).unwrap() as usize;
+                    *dst = q
+                        .memory()
+                        .gpa_to_host(owner.buf_gpa(id), u64::from(BUF))
+                        .unwrap() as usize;
                 }
                 let a = tsc::now();
-                let w = q.walk_available(n, true);
+                let w = q.walk_available(bufs, true);
                 p.desc = tsc::now() - a;
-                assert_eq!(w, n);
+                assert_eq!(w, bufs);
                 let hdr = vhost_user::net::rx_header(1);
+                let len = u16::try_from(FRAME).unwrap().to_le_bytes();
                 let a = tsc::now();
-                for &dst in &dsts[..n] {
+                for (b, &dst) in dsts[..bufs].iter().enumerate() {
                     let dst = dst as *mut u8;
-                    // SAFETY: `dst` was translated for HDR + FRAME bytes inside the region,
-                    // which this view grants read-write (buffers are in the used-ring range)
-                    // and the queue keeps mapped; the sources are our own arrays.
+                    let k = PER_BUFFER.min(n - b * PER_BUFFER);
+                    // SAFETY: `dst` was translated for BUF bytes inside the region, which this
+                    // view grants read-write (buffers are in the used-ring range) and the queue
+                    // keeps mapped; HDR + PER_BUFFER records fit in BUF; the sources are ours.
                     unsafe {
                         vhost_user::ring::copy_bytes(dst, hdr.as_ptr(), HDR);
-                        vhost_user::ring::copy_bytes(dst.add(HDR), frame.as_ptr(), FRAME);
+                        for r in 0..k {
+                            let at = dst.add(HDR + r * (2 + FRAME));
+                            vhost_user::ring::copy_bytes(at, len.as_ptr(), 2);
+                            vhost_user::ring::copy_bytes(at.add(2), frame.as_ptr(), FRAME);
+                        }
                     }
                 }
                 p.copy = tsc::now() - a;
                 let a = tsc::now();
-                for _ in 0..n {
-                    q.enqueue(Source::Bytes(frame)).unwrap();
-                }
+                let mut t = RxTally::default();
+                q.enqueue_records(&frames, &mut t);
                 let b = tsc::now();
                 q.flush();
                 let c = tsc::now();
+                assert_eq!((t.packets, t.buffers), (n as u64, bufs as u64));
                 p.engine = b - a;
                 p.used = c - b;
                 (t1, tsc::now())
@@ -246,8 +262,10 @@ impl Rig {
         p.notify = self.sent(&doorbell, n);
         p.poll = self.polled(&doorbell, n);
         let t = tsc::now();
-        let got = self.d.queue.recv(n, &mut self.scratch, |b| {
-            black_box(b.first().copied());
+        let got = self.d.queue.recv_records(n, &mut self.scratch, |r| {
+            if let Received::Shared(b) = r {
+                black_box(b.peek::<16>(0));
+            }
         });
         p.owner = tsc::now() - t;
         assert_eq!(got, n);
@@ -284,26 +302,24 @@ impl Rig {
                 e
             }
             Mode::Copy => {
-                let frame = &self.frame;
+                let frames = vec![self.frame.as_slice(); n];
                 let t = Instant::now();
                 let sent = self
                     .pq
                     .visit(&self.views, &mut self.visits, |q| {
-                        let mut k = 0;
-                        for _ in 0..n {
-                            if q.enqueue(Source::Bytes(frame)).is_err() {
-                                break;
-                            }
-                            k += 1;
-                        }
+                        let mut t = RxTally::default();
+                        q.enqueue_records(&frames, &mut t);
                         q.flush();
+                        let k = usize::try_from(t.packets).unwrap();
                         (k, k)
                     })
                     .unwrap();
                 let e = t.elapsed();
                 assert_eq!(sent, n);
-                let got = self.d.queue.recv(n, &mut self.scratch, |b| {
-                    black_box(b.first().copied());
+                let got = self.d.queue.recv_records(n, &mut self.scratch, |r| {
+                    if let Received::Shared(b) = r {
+                        black_box(b.peek::<16>(0));
+                    }
                 });
                 assert_eq!(got, n);
                 e

@@ -28,7 +28,7 @@ use notify::Notifier;
 use vhost_user::driver::Received;
 use vhost_user::guest::{Guest, GuestConfig};
 use vhost_user::shared::SharedBytes;
-use vhost_user::virtq::{Chain, RxTally, Source};
+use vhost_user::virtq::{Chain, RxTally};
 
 pub use error::{Error, Result};
 
@@ -159,6 +159,8 @@ pub struct Channel {
     consumed: u64,
     /// When frames were first seen waiting (TSC), until the visit that takes them.
     pending_since: Option<u64>,
+    /// Frames per receive buffer the last copy-mode visit packed (1 until one did).
+    per_buffer: usize,
 }
 
 impl Channel {
@@ -182,6 +184,17 @@ impl Channel {
         self.doorbell.bump(db::SENDER_DROPS, dropped);
         if n > 0 {
             self.wake_peer.notify();
+        }
+    }
+
+    /// Learns from a copy-mode visit that placed `frames` in `buffers` receive buffers how many
+    /// frames the peer's queue holds, for the gate and the visit size.
+    fn packed(&mut self, frames: usize, buffers: u64) {
+        if let (Role::CopyUser(pq), true) = (&self.role, buffers > 0 && frames > 0) {
+            let per = u64::try_from(frames).unwrap_or(u64::MAX) / buffers;
+            self.per_buffer = usize::try_from(per).unwrap_or(1).max(1);
+            self.visits
+                .set_capacity(usize::from(pq.size()) * self.per_buffer);
         }
     }
 
@@ -493,6 +506,7 @@ impl FastpathGuest {
             visits: Visits::new(self.queue_size),
             consumed: 0,
             pending_since: None,
+            per_buffer: 1,
         });
         self.counts.channels_opened += 1;
         Ok(())
@@ -577,7 +591,14 @@ impl FastpathGuest {
                     .doorbell
                     .get(db::SENT_PACKETS)
                     .wrapping_sub(ch.doorbell.get(db::RECEIVED_PACKETS));
-                let free = u64::from(pq.size()).saturating_sub(in_flight);
+                // Frames go several to a buffer (as records): the peer's queue holds its size
+                // times what the last visit packed per buffer.
+                // Frames in flight are also held to two visits: room for one visit while the
+                // peer drains the last, and no more, or an unpaced sender only builds a
+                // standing queue (latency) in a queue that holds thirty times its size.
+                let capacity = (u64::from(pq.size()) * ch.per_buffer as u64)
+                    .min(2 * ch.visits.target() as u64);
+                let free = capacity.saturating_sub(in_flight);
                 let want = ch.visits.target().min(frames.len()) as u64;
                 let now = notify::tsc::now();
                 if free < want {
@@ -588,17 +609,18 @@ impl FastpathGuest {
                 }
                 ch.pending_since = None;
             }
-            let (taken, placed, bytes) = match &mut ch.role {
+            let (taken, placed, bytes, buffers) = match &mut ch.role {
                 Role::CopyUser(pq) => pq.visit(views, &mut ch.visits, |q| {
-                    // One burst placement, as the switch delivers: buffers claimed and their
-                    // lines prefetched a run ahead of the copies.
+                    // Frames packed as records, many to a receive buffer
+                    // (vhost_user::records): one descriptor, avail and used entry per buffer
+                    // instead of per frame, and the frames of a visit in consecutive lines.
                     // Used entries published every PUBLISH_EVERY frames, not once per visit: a
                     // visit carries thousands, and the peer drains the first ones while we
                     // place the rest instead of waiting for the whole visit.
                     let mut t = RxTally::default();
                     for chunk in frames.chunks(PUBLISH_EVERY) {
                         let before = t;
-                        q.enqueue_sources(chunk.iter().map(|f| Source::Bytes(f.as_ref())), &mut t);
+                        q.enqueue_records(chunk, &mut t);
                         q.flush();
                         if t.no_buffers > before.no_buffers {
                             break;
@@ -610,10 +632,11 @@ impl FastpathGuest {
                     let len = |x: u64| usize::try_from(x).unwrap_or(usize::MAX).min(frames.len());
                     let placed = len(t.packets);
                     let taken = len(t.packets + t.too_small + t.bad_buffers);
-                    ((taken, placed, t.bytes), placed)
+                    ((taken, placed, t.bytes, t.buffers), placed)
                 })?,
-                _ => (0, 0, 0),
+                _ => (0, 0, 0, 0),
             };
+            ch.packed(placed, buffers);
             ch.sent(placed, bytes, (frames.len() - placed) as u64);
             self.counts.sent_channel += placed as u64;
             self.counts.send_full += (frames.len() - taken) as u64;
@@ -702,8 +725,8 @@ impl FastpathGuest {
             let (n, bytes) = match &mut ch.role {
                 Role::CopyOwner(d) => {
                     let mut bytes = 0u64;
-                    // In place: the receiver copies out what it reads of each frame.
-                    let n = d.queue.recv_in_place(left, &mut self.scratch, |r| {
+                    // Records, in place: the receiver copies out what it reads of each frame.
+                    let n = d.queue.recv_records(left, &mut self.scratch, |r| {
                         let rx = match r {
                             Received::Shared(b) => Rx::Shared(b),
                             Received::Gathered(b) => Rx::Bytes(b),

@@ -67,14 +67,22 @@ pub struct Visits {
 impl Visits {
     /// For a queue of `queue_size` entries.
     pub fn new(queue_size: u16) -> Visits {
-        let cap = (usize::from(queue_size) * 3 / 4).max(MIN_TARGET);
-        Visits {
+        let mut v = Visits {
             stats: VisitStats::default(),
             target: MIN_TARGET,
-            cap,
+            cap: MIN_TARGET,
             switch_avg: 0.0,
             frame_avg: 0.0,
-        }
+        };
+        v.set_capacity(usize::from(queue_size));
+        v
+    }
+
+    /// The peer's queue holds `frames` frames (several to a buffer when they are packed as
+    /// records): a visit may carry up to 3/4 of them.
+    pub fn set_capacity(&mut self, frames: usize) {
+        self.cap = (frames * 3 / 4).max(MIN_TARGET);
+        self.target = self.target.min(self.cap);
     }
 
     /// Frames a visit should carry now.

@@ -4,6 +4,9 @@
 //! range, ids never posted or returned twice, lengths up to and past the buffer), used-index
 //! jumps (also more than a queue ahead) and buffer bytes (virtio-net headers with any
 //! `num_buffers`), interleaved with receives of fuzz-chosen sizes, with a 12- or 10-byte header.
+//! Half the runs receive as a copy-mode fast-path channel does, frames packed as records
+//! (`DriverQueue::recv_records`, `vhost_user::records`): then the buffer bytes are record
+//! length fields as much as frame bytes, and a buffer read part-way is held between receives.
 //!
 //! Oracles besides "no panic, no fault": a receive delivers at most `max` frames, each at most
 //! the bytes of every buffer of the queue; after a receive every buffer it took back is posted
@@ -11,8 +14,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vhost_user::driver::{DriverMemory, DriverQueue};
+use vhost_user::driver::{DriverMemory, DriverQueue, Received};
 use vswitch_fuzz::{trace, Reader};
+
+fn bytes_of(f: Received<'_>) -> Vec<u8> {
+    match f {
+        Received::Shared(b) => {
+            let mut v = Vec::new();
+            b.append_to(&mut v);
+            v
+        }
+        Received::Gathered(b) => b.to_vec(),
+    }
+}
 
 const SIZES: [u16; 3] = [8, 16, 64];
 const BUFS: [u32; 3] = [64, 256, 2048];
@@ -21,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
     let mut r = Reader::new(data);
     let size = SIZES[usize::from(r.u8()) % SIZES.len()];
     let buf = BUFS[usize::from(r.u8()) % BUFS.len()];
-    let hdr = if r.u8() & 1 == 0 { 12 } else { 10 };
+    let mode = r.u8();
+    let hdr = if mode & 1 == 0 { 12 } else { 10 };
+    let as_records = mode & 2 != 0;
     let mut mem = DriverMemory::new("fuzz-driver-rx", 1 << 20, false).expect("driver memory");
     let mut q = DriverQueue::new(&mut mem, size, buf, hdr).expect("queue");
     assert_eq!(q.refill_rx(), usize::from(size));
@@ -33,19 +49,32 @@ fuzz_target!(|data: &[u8]| {
     if hdr == 12 {
         b[10] = 1; // num_buffers
     }
-    b.extend_from_slice(&frame);
+    if as_records {
+        vhost_user::records::push(&mut b, &frame);
+    } else {
+        b.extend_from_slice(&frame);
+    }
     if b.len() <= buf as usize {
         mem.write(q.buf_gpa(id), &b).expect("inside the buffer");
         q.raw().set_used_elem(0, u32::from(id), b.len() as u32);
         q.raw().set_used_idx(1);
         let mut got = Vec::new();
-        assert_eq!(q.recv(8, &mut scratch, |f| got.push(f.to_vec())), 1);
+        let n = if as_records {
+            q.recv_records(8, &mut scratch, |f| got.push(bytes_of(f)))
+        } else {
+            q.recv(8, &mut scratch, |f| got.push(f.to_vec()))
+        };
+        assert_eq!(n, 1);
         assert_eq!(got, vec![frame], "a well-formed frame arrived changed");
         assert_eq!(q.errors, Default::default());
     } else {
         q.raw().set_used_elem(0, u32::from(id), 0);
         q.raw().set_used_idx(1);
-        q.recv(8, &mut scratch, |_| {});
+        if as_records {
+            q.recv_records(8, &mut scratch, |_| {});
+        } else {
+            q.recv(8, &mut scratch, |_| {});
+        }
     }
     // Then whatever the input says. The device's side: the next used slot it writes.
     let mut next = 1u16;
@@ -83,10 +112,16 @@ fuzz_target!(|data: &[u8]| {
                 let max = 1 + usize::from(r.u8() % 80);
                 let before = q.errors;
                 let mut frames = 0usize;
-                let got = q.recv(max, &mut scratch, |f| {
+                let mut check = |len: usize| {
                     frames += 1;
-                    assert!(f.len() <= most, "frame of {} bytes from {most}", f.len());
-                });
+                    assert!(len <= most, "frame of {len} bytes from {most}");
+                    assert!(len > 0 || !as_records, "an empty record was delivered");
+                };
+                let got = if as_records {
+                    q.recv_records(max, &mut scratch, |f| check(bytes_of(f).len()))
+                } else {
+                    q.recv(max, &mut scratch, |f| check(f.len()))
+                };
                 assert_eq!(got, frames);
                 assert!(got <= max, "{got} frames for a receive of at most {max}");
                 assert_eq!(q.free_count(), 0, "a returned buffer was not posted again");

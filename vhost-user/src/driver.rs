@@ -144,6 +144,9 @@ pub struct DriverErrors {
     pub used_overrun: u64,
     /// Received frames with a malformed header (num_buffers 0 or beyond what arrived).
     pub bad_rx_header: u64,
+    /// Packets whose records broke the rules of [`crate::records`] (the rest of the packet is
+    /// dropped).
+    pub bad_record: u64,
 }
 
 /// Where a queue's areas go in its memory: alignment of each, and whether the used ring comes
@@ -186,6 +189,10 @@ pub struct DriverQueue {
     /// The device's used index as last read: entries up to it are consumed without reading the
     /// index again (a line the device keeps writing), once per batch instead of per entry.
     seen_used: u16,
+    /// Buffers taken from the used ring and not yet read to their end by
+    /// [`DriverQueue::recv_records`]: (id, used length, offset of the next record). Held back
+    /// from the free list until read, so the device cannot refill them meanwhile.
+    held: VecDeque<(u16, u32, u32)>,
     /// virtio-net header length used by this queue's frames (10 or 12).
     pub hdr_len: usize,
     pub errors: DriverErrors,
@@ -247,6 +254,7 @@ impl DriverQueue {
             avail_idx: 0,
             last_used: 0,
             seen_used: 0,
+            held: VecDeque::with_capacity(RX_BATCH),
             hdr_len,
             errors: DriverErrors::default(),
         })
@@ -404,8 +412,16 @@ impl DriverQueue {
         n
     }
 
-    /// Next used entry, validated: (id, len). `None` when the device has returned nothing new.
+    /// Next used entry, validated: (id, len), its buffer back on the free list. `None` when the
+    /// device has returned nothing new.
     fn next_used(&mut self) -> Option<(u16, u32)> {
+        let (id, len) = self.take_used()?;
+        self.free.push_back(id);
+        Some((id, len))
+    }
+
+    /// [`Self::next_used`] leaving the buffer off the free list: the caller gives it back.
+    fn take_used(&mut self) -> Option<(u16, u32)> {
         loop {
             if self.last_used == self.seen_used {
                 let used = self.ring.used_idx();
@@ -430,7 +446,6 @@ impl DriverQueue {
                 continue;
             }
             self.outstanding[usize::from(id)] = false;
-            self.free.push_back(id);
             if len > self.buf_size {
                 self.errors.bad_used_len += 1;
                 return Some((id, 0));
@@ -582,6 +597,9 @@ impl DriverQueue {
         true
     }
 }
+
+#[path = "driver_records.rs"]
+mod records;
 
 /// A frame [`DriverQueue::recv_in_place`] hands out.
 pub enum Received<'a> {

@@ -6,6 +6,7 @@
 //! - [`virtq`]: the device side of a split virtqueue, burst-oriented; hostile-input rules live
 //!   there.
 //! - [`net`]: the virtio-net header and feature set.
+//! - [`records`]: several frames in one receive buffer (copy-mode fast-path channels).
 //! - [`shared`]: bytes another party may still write, read by copy only.
 //! - [`backend`]: the device state machine that answers a frontend.
 //! - [`frontend`] and [`driver`]: the driver side, used by fast-path guests, the benchmark's
@@ -36,6 +37,7 @@ pub mod guest;
 pub mod memory;
 pub mod mmap;
 pub mod net;
+pub mod records;
 pub mod ring;
 pub mod shared;
 pub mod sigbus;

@@ -32,6 +32,24 @@ impl<'a> SharedBytes<'a> {
         }
     }
 
+    /// Bytes of our own, for code that takes either (a gathered frame, tests).
+    pub fn from_slice(b: &'a [u8]) -> SharedBytes<'a> {
+        // SAFETY: the slice is mapped and readable for 'a; nothing writes it meanwhile (it is
+        // borrowed), which is more than `new` asks.
+        unsafe { SharedBytes::new(b.as_ptr(), b.len()) }
+    }
+
+    /// Bytes `[offset, offset + len)`, when they are all inside.
+    #[inline]
+    pub fn sub(&self, offset: usize, len: usize) -> Option<SharedBytes<'a>> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: the range is inside [ptr, ptr + self.len), mapped for 'a.
+        Some(unsafe { SharedBytes::new(self.ptr.add(offset), len) })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -96,6 +114,16 @@ mod tests {
         assert_eq!(s.peek::<4>(2), ([3, 4, 5, 6], 4));
         assert_eq!(s.peek::<4>(18), ([19, 20, 0, 0], 2));
         assert_eq!(s.peek::<4>(25), ([0; 4], 0));
+    }
+
+    #[test]
+    fn sub_is_inside_or_none() {
+        let b: Vec<u8> = (0..10).collect();
+        let s = SharedBytes::from_slice(&b);
+        assert_eq!(s.sub(2, 3).map(|x| x.peek::<3>(0)), Some(([2, 3, 4], 3)));
+        assert!(s.sub(8, 2).is_some());
+        assert!(s.sub(8, 3).is_none());
+        assert!(s.sub(usize::MAX, 2).is_none());
     }
 
     #[test]

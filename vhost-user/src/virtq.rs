@@ -39,6 +39,9 @@ pub struct RxTally {
     pub no_buffers: u64,
     pub too_small: u64,
     pub bad_buffers: u64,
+    /// Packets written to the used ring (one buffer each, or several merged for a big frame):
+    /// one per frame, but for [`DeviceQueue::enqueue_records`], which packs many in one.
+    pub buffers: u64,
 }
 
 /// Why a packet could not be placed in a receive queue.
@@ -124,6 +127,9 @@ pub struct DeviceQueue {
     burst: Box<[Chain]>,
     burst_len: usize,
     rx: Box<[Chain]>,
+    /// A record built for a frame that takes the general path of
+    /// [`DeviceQueue::enqueue_records`]: allocated once, at the first such frame.
+    record: Vec<u8>,
 }
 
 // SAFETY: the raw pointers in `ring` and in the chains point into `mem`, which the queue owns a
@@ -193,6 +199,7 @@ impl DeviceQueue {
             burst: (0..BURST).map(|_| Chain::new()).collect(),
             burst_len: 0,
             rx: (0..MAX_MRG_CHAINS).map(|_| Chain::new()).collect(),
+            record: Vec::new(),
         };
         // A frontend reconnecting after we died may have consumed used entries we published past
         // `base`; the ring's used index is the truth about what went back to the guest.
@@ -516,6 +523,7 @@ impl DeviceQueue {
                 }
                 self.push_used(head, need);
                 tally.packets += 1;
+                tally.buffers += 1;
                 tally.bytes += len as u64;
             }
             if n == BURST {
@@ -527,6 +535,7 @@ impl DeviceQueue {
             match self.enqueue(src) {
                 Ok(()) => {
                     tally.packets += 1;
+                    tally.buffers += 1;
                     tally.bytes += len;
                 }
                 Err(RxError::NoBuffers) | Err(RxError::Broken) => {
@@ -636,6 +645,9 @@ impl DeviceQueue {
         Ok(())
     }
 }
+
+#[path = "virtq_records.rs"]
+mod records;
 
 #[cfg(test)]
 #[path = "virtq_tests.rs"]

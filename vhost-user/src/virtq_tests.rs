@@ -799,3 +799,6 @@ fn rx_merged_frames_straddling_the_receive_batch_are_whole_and_in_order() {
     assert_eq!(r.drv.errors, Default::default());
     assert!(crate::driver::RX_BATCH < sizes.iter().map(|n| n.div_ceil(2036)).sum());
 }
+
+#[path = "virtq_records_tests.rs"]
+mod records;
