@@ -62,7 +62,7 @@ fn records_pack_many_frames_per_buffer_and_arrive_intact_in_order() {
 fn recv_records_takes_exactly_max_and_resumes_inside_a_buffer() {
     let mut r = rx_rig(16, 2048, true);
     let frames: Vec<_> = (0..100).map(|i| frame(64, i as u8)).collect();
-    let t = place(&mut r, &frames);
+    assert_eq!(place(&mut r, &frames).packets, 100);
     let mut got = Vec::new();
     loop {
         let part = recv_all(&mut r, 7);
