@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::icount::IcountFigure;
 use crate::latency::LatencyNs;
 use crate::linerate::RateFigures;
 use crate::machine::Machine;
@@ -83,7 +84,8 @@ pub struct RowStats {
 /// What `bench run --json` and `bench demo --json` write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDoc {
-    /// 2: this document; 1 was a bare array of rows.
+    /// 2: this document; 1 was a bare array of rows. `bench icount` writes the same document
+    /// with no rows (and 0 trials) and its figures in `icount`.
     pub schema: u32,
     pub machine: Machine,
     /// Rounds requested: every (scenario, size) ran once per round, round-robin.
@@ -92,6 +94,10 @@ pub struct RunDoc {
     pub ratios: Vec<Ratio>,
     /// The summary of what was noisy, when something was.
     pub noisy: Option<String>,
+    /// Instructions per packet of each path and size (`bench icount --json`); absent from a
+    /// `bench run` document, and from documents older than it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icount: Vec<IcountFigure>,
 }
 
 impl RunDoc {
@@ -107,6 +113,7 @@ impl RunDoc {
             rows,
             ratios,
             noisy,
+            icount: Vec::new(),
         }
     }
 
