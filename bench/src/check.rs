@@ -228,6 +228,13 @@ fn finish(all: &[Line], extra: &[String], base: &RunDoc, cur: &RunDoc) -> Result
     }
     println!("baseline {}", base.machine.line());
     println!("current  {}", cur.machine.line());
+    if !base.icount.is_empty() || !cur.icount.is_empty() {
+        println!(
+            "instructions per packet counted by: baseline {}, current {}",
+            methods(base),
+            methods(cur)
+        );
+    }
     let (text, ok) = report(all);
     print!("{text}");
     for e in extra {
@@ -242,9 +249,61 @@ fn finish(all: &[Line], extra: &[String], base: &RunDoc, cur: &RunDoc) -> Result
     }
 }
 
+/// The counting methods of a document's figures (`callgrind`), or `-`.
+fn methods(doc: &RunDoc) -> String {
+    let mut m: Vec<&str> = doc.icount.iter().map(|f| f.method.as_str()).collect();
+    m.dedup();
+    if m.is_empty() {
+        "-".into()
+    } else {
+        m.join("+")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::icount::IcountFigure;
+    use crate::machine::Machine;
+
+    fn icount_doc(figures: &[(&str, u32, f64)]) -> RunDoc {
+        let mut d = RunDoc::new(Machine::probe(), 0, Vec::new());
+        d.icount = figures
+            .iter()
+            .map(|&(path, size, ipp)| IcountFigure {
+                path: path.into(),
+                size,
+                instructions_per_packet: ipp,
+                method: "callgrind".into(),
+                packets: 40_000,
+                instructions: [0, 0],
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn an_icount_baseline_fails_at_six_percent_growth_and_passes_at_four() {
+        let base = icount_doc(&[("switch", 64, 800.0), ("ring-limit", 1518, 250.0)]);
+        let grew = icount_doc(&[("switch", 64, 848.0), ("ring-limit", 1518, 250.0)]);
+        let (l, extra) = compare(&base, &grew);
+        assert!(extra.is_empty());
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].figure, "icount switch@64");
+        assert!(l[0].failed() && !l[1].failed());
+        let (text, ok) = report(&l);
+        assert!(!ok && text.contains("FAIL: grew more than 5%"), "{text}");
+        let held = icount_doc(&[("switch", 64, 832.0), ("fastpath-copy", 64, 340.0)]);
+        let (l, extra) = compare(&base, &held);
+        let (text, ok) = report(&l);
+        assert!(ok, "{text}");
+        assert!(text.contains("not in this run"), "{text}");
+        assert_eq!(
+            extra,
+            ["icount fastpath-copy@64 = 340.000: not in the baseline (not compared)"]
+        );
+        assert_eq!(methods(&held), "callgrind");
+    }
 
     fn figs(v: &[(&str, f64)]) -> Vec<(String, f64)> {
         v.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect()

@@ -380,6 +380,39 @@ mod tests {
     }
 
     #[test]
+    fn instruction_counts_round_trip_and_old_documents_still_read() {
+        let mut doc = RunDoc::new(Machine::probe(), 0, Vec::new());
+        let run_text = serde_json::to_string(&doc).unwrap();
+        assert!(
+            !run_text.contains("icount"),
+            "a run without counts writes none"
+        );
+        doc.icount.push(IcountFigure {
+            path: "switch".into(),
+            size: 64,
+            instructions_per_packet: 803.8356,
+            method: "callgrind".into(),
+            packets: 40_000,
+            instructions: [16_074_475, 48_227_899],
+        });
+        let text = serde_json::to_string(&doc).unwrap();
+        let back: RunDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.icount, doc.icount);
+        // A document written before instruction counts existed.
+        let mut old: serde_json::Value = serde_json::from_str(&run_text).unwrap();
+        old.as_object_mut().unwrap().remove("icount");
+        let back: RunDoc = serde_json::from_value(old).unwrap();
+        assert!(back.icount.is_empty());
+        // A figure without its raw counts (they are optional).
+        let f: IcountFigure = serde_json::from_str(
+            r#"{"path":"ring-limit","size":64,"instructions_per_packet":97.5,"method":"callgrind","packets":40000}"#,
+        )
+        .unwrap();
+        assert_eq!(f.instructions, [0, 0]);
+        assert_eq!(f.key(), "icount ring-limit@64");
+    }
+
+    #[test]
     fn rows_round_trip_through_json() {
         let r = Row::new("syscall", 128, Some(1e6), &measurement(10, 10, 0.5));
         let text = serde_json::to_string(&r).unwrap();
