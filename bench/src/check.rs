@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use crate::error::{Error, Result};
 use crate::report::RunDoc;
 
+// Instruction counts: `icount PATH@SIZE` lines, compared with [`ICOUNT_GROWTH`].
+
 /// A ratio may fall this much (relative) before the check fails.
 pub const RATIO_DROP: f64 = 0.10;
 /// Instructions per packet may grow this much (relative) before the check fails.
@@ -115,8 +117,15 @@ pub struct CheckArgs {
     pub baseline: PathBuf,
     /// The run to check, a document of the same kind: its ratios (medians over the rounds) and
     /// instruction counts are compared with the baseline's.
-    #[arg(long, value_name = "FILE.json")]
+    #[arg(long, value_name = "FILE.json", conflicts_with = "icount")]
     pub current: Option<PathBuf>,
+    /// Instead of --current: count the baseline's paths and sizes now (`bench icount`, under
+    /// callgrind) and compare those. Deterministic, so CI runs it.
+    #[arg(long)]
+    pub icount: bool,
+    /// With --icount: scratch directory for the counts.
+    #[arg(long, value_name = "DIR", default_value_os_t = std::env::temp_dir())]
+    pub work_dir: PathBuf,
 }
 
 /// The ratios of a document by key, medians over the rounds.
@@ -127,25 +136,89 @@ pub fn ratio_figures(doc: &RunDoc) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Runs the check; exit code 1 when a figure moved past its tolerance.
-pub fn main(a: CheckArgs) -> Result<ExitCode> {
-    let base = RunDoc::read(&a.baseline)?;
-    let Some(cur_path) = &a.current else {
-        return Err(Error::BadArgument(
-            "bench check needs --current FILE.json (the run to check against --baseline)".into(),
-        ));
-    };
-    let cur = RunDoc::read(cur_path)?;
-    let all = lines(
-        &ratio_figures(&base),
-        &ratio_figures(&cur),
+/// The instruction counts of a document by key (`icount PATH@SIZE`).
+pub fn icount_figures(doc: &RunDoc) -> Vec<(String, f64)> {
+    doc.icount
+        .iter()
+        .map(|f| (f.key(), f.instructions_per_packet))
+        .collect()
+}
+
+/// Every line of `base` against `cur`: ratios (lower is worse), then instruction counts (higher
+/// is worse); figures of `cur` the baseline lacks are listed as notes.
+pub fn compare(base: &RunDoc, cur: &RunDoc) -> (Vec<Line>, Vec<String>) {
+    let mut all = lines(
+        &ratio_figures(base),
+        &ratio_figures(cur),
         Worse::Lower,
         RATIO_DROP,
     );
-    finish(&all, &base, &cur)
+    all.extend(lines(
+        &icount_figures(base),
+        &icount_figures(cur),
+        Worse::Higher,
+        ICOUNT_GROWTH,
+    ));
+    let known: Vec<(String, f64)> = ratio_figures(base)
+        .into_iter()
+        .chain(icount_figures(base))
+        .collect();
+    let extra = ratio_figures(cur)
+        .into_iter()
+        .chain(icount_figures(cur))
+        .filter(|(f, _)| !known.iter().any(|(k, _)| k == f))
+        .map(|(f, v)| format!("{f} = {v:.3}: not in the baseline (not compared)"))
+        .collect();
+    (all, extra)
 }
 
-fn finish(all: &[Line], base: &RunDoc, cur: &RunDoc) -> Result<ExitCode> {
+/// Runs the check; exit code 1 when a figure moved past its tolerance.
+pub fn main(a: CheckArgs) -> Result<ExitCode> {
+    let base = RunDoc::read(&a.baseline)?;
+    let cur = if a.icount {
+        current_icount(&base, &a.work_dir)?
+    } else {
+        let Some(cur_path) = &a.current else {
+            return Err(Error::BadArgument(
+                "bench check needs --current FILE.json (the run to check against --baseline), \
+                 or --icount to count instructions now"
+                    .into(),
+            ));
+        };
+        RunDoc::read(cur_path)?
+    };
+    let (mut all, extra) = compare(&base, &cur);
+    if a.icount {
+        // Only the counts were measured: the baseline's ratios are not this check's business.
+        all.retain(|l| l.worse == Worse::Higher);
+    }
+    finish(&all, &extra, &base, &cur)
+}
+
+/// `bench icount` over the baseline's paths and sizes.
+fn current_icount(base: &RunDoc, work_dir: &std::path::Path) -> Result<RunDoc> {
+    if base.icount.is_empty() {
+        return Err(Error::BadArgument(
+            "--icount: the baseline has no instruction counts (write one with `bench icount \
+             --json FILE.json`)"
+                .into(),
+        ));
+    }
+    let mut paths = Vec::new();
+    let mut sizes = Vec::new();
+    for f in &base.icount {
+        let p = crate::icount::IcountPath::from_name(&f.path)?;
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+        if !sizes.contains(&f.size) {
+            sizes.push(f.size);
+        }
+    }
+    crate::icount::run(&paths, &sizes, work_dir)
+}
+
+fn finish(all: &[Line], extra: &[String], base: &RunDoc, cur: &RunDoc) -> Result<ExitCode> {
     if !all.iter().any(|l| l.current.is_some()) {
         return Err(Error::BadArgument(
             "the baseline and this run share no figure: nothing to check (run the same \
@@ -155,8 +228,18 @@ fn finish(all: &[Line], base: &RunDoc, cur: &RunDoc) -> Result<ExitCode> {
     }
     println!("baseline {}", base.machine.line());
     println!("current  {}", cur.machine.line());
+    if !base.icount.is_empty() || !cur.icount.is_empty() {
+        println!(
+            "instructions per packet counted by: baseline {}, current {}",
+            methods(base),
+            methods(cur)
+        );
+    }
     let (text, ok) = report(all);
     print!("{text}");
+    for e in extra {
+        println!("{e}");
+    }
     if ok {
         println!("check passed: no ratio fell more than {:.0}%, no instruction count grew more than {:.0}%", RATIO_DROP * 100.0, ICOUNT_GROWTH * 100.0);
         Ok(ExitCode::SUCCESS)
@@ -166,9 +249,61 @@ fn finish(all: &[Line], base: &RunDoc, cur: &RunDoc) -> Result<ExitCode> {
     }
 }
 
+/// The counting methods of a document's figures (`callgrind`), or `-`.
+fn methods(doc: &RunDoc) -> String {
+    let mut m: Vec<&str> = doc.icount.iter().map(|f| f.method.as_str()).collect();
+    m.dedup();
+    if m.is_empty() {
+        "-".into()
+    } else {
+        m.join("+")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::icount::IcountFigure;
+    use crate::machine::Machine;
+
+    fn icount_doc(figures: &[(&str, u32, f64)]) -> RunDoc {
+        let mut d = RunDoc::new(Machine::probe(), 0, Vec::new());
+        d.icount = figures
+            .iter()
+            .map(|&(path, size, ipp)| IcountFigure {
+                path: path.into(),
+                size,
+                instructions_per_packet: ipp,
+                method: "callgrind".into(),
+                packets: 40_000,
+                instructions: [0, 0],
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn an_icount_baseline_fails_at_six_percent_growth_and_passes_at_four() {
+        let base = icount_doc(&[("switch", 64, 800.0), ("ring-limit", 1518, 250.0)]);
+        let grew = icount_doc(&[("switch", 64, 848.0), ("ring-limit", 1518, 250.0)]);
+        let (l, extra) = compare(&base, &grew);
+        assert!(extra.is_empty());
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].figure, "icount switch@64");
+        assert!(l[0].failed() && !l[1].failed());
+        let (text, ok) = report(&l);
+        assert!(!ok && text.contains("FAIL: grew more than 5%"), "{text}");
+        let held = icount_doc(&[("switch", 64, 832.0), ("fastpath-copy", 64, 340.0)]);
+        let (l, extra) = compare(&base, &held);
+        let (text, ok) = report(&l);
+        assert!(ok, "{text}");
+        assert!(text.contains("not in this run"), "{text}");
+        assert_eq!(
+            extra,
+            ["icount fastpath-copy@64 = 340.000: not in the baseline (not compared)"]
+        );
+        assert_eq!(methods(&held), "callgrind");
+    }
 
     fn figs(v: &[(&str, f64)]) -> Vec<(String, f64)> {
         v.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect()

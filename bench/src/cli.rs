@@ -1,4 +1,4 @@
-//! The `bench` command line: `demo`, `run`, `rfc2544`, `compare`, `list`.
+//! The `bench` command line: `demo`, `run`, `rfc2544`, `compare`, `check`, `icount`, `list`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +66,10 @@ pub enum Cmd {
     /// 10 % or instructions per packet grew by more than 5 %, printing each figure side by side.
     #[command(after_help = CHECK_HELP)]
     Check(crate::check::CheckArgs),
+    /// Instructions per packet of each path (switch, fast path copy and zero-copy, ring limits)
+    /// at each frame size, counted under callgrind: a figure the neighbours do not move.
+    #[command(after_help = ICOUNT_HELP)]
+    Icount(crate::icount::IcountArgs),
     /// Lists the scenarios.
     List,
     /// Wake-up latency of each notification strategy the fast path can use (spin, futex,
@@ -76,13 +80,29 @@ pub enum Cmd {
     /// One fast-path guest of the fastpath-* scenarios, driven by them over stdin/stdout.
     #[command(hide = true)]
     FastpathPeer(crate::peer::PeerArgs),
+    /// Exactly N packets through one path on one thread, for `bench icount` under callgrind.
+    #[command(hide = true)]
+    IcountWorker(crate::icount::WorkerArgs),
 }
+
+const ICOUNT_HELP: &str = "\
+Each (path, size) runs `bench icount-worker` under valgrind's callgrind twice, with 20000 and
+60000 packets, counting only the path's pump function; the difference of the counts over the
+40000 extra packets is the figure. Deterministic: the same build gives the same figures on any
+machine with the same CPU features. Needs valgrind (apt-get install valgrind).
+
+EXAMPLES:
+  bench icount                                    every path at 64 and 1518 B
+  bench icount --path switch,ring-limit --size 64
+  bench icount --json docs/raw/icount.json        regenerate the committed baseline";
 
 const CHECK_HELP: &str = "\
 EXAMPLES:
   bench run --scenario all --json base.json          once, on a good build
   bench run --scenario all --json new.json           after a change, same machine kind
-  bench check --baseline base.json --current new.json";
+  bench check --baseline base.json --current new.json
+  bench check --icount --baseline docs/raw/icount.json   counts the baseline's paths and sizes
+                                                         now (callgrind) and compares (CI)";
 
 const RUN_HELP: &str = "\
 SCENARIOS: switch, fastpath-copy, fastpath-zerocopy, ring-limit, syscall, kvm-exit,
@@ -329,6 +349,8 @@ fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::FastpathPeer(a) => crate::peer::main(a).map(|()| ExitCode::SUCCESS),
         Cmd::Wakeup(a) => wakeup(a),
         Cmd::Check(a) => crate::check::main(a),
+        Cmd::Icount(a) => crate::icount::main(a),
+        Cmd::IcountWorker(a) => crate::icount::worker_main(a),
         Cmd::List => {
             list();
             Ok(ExitCode::SUCCESS)

@@ -13,6 +13,8 @@
 //! - [`spsc`], [`view`]: the shared-memory ring and the mprotect view (small `unsafe` leaves;
 //!   `scenario::kvm_exit` is the third, for the KVM memory slot).
 //! - [`compare`]: `bench compare`, around bench/loop_bench.sh.
+//! - [`icount`]: `bench icount`, instructions per packet of each path under callgrind; [`check`]
+//!   compares them (and the ratios) with a baseline.
 #![deny(unsafe_code)]
 
 pub mod check;
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod compare;
 pub mod error;
 pub mod hugepages;
+pub mod icount;
 pub mod latency;
 pub mod linerate;
 pub mod machine;

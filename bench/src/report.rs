@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::icount::IcountFigure;
 use crate::latency::LatencyNs;
 use crate::linerate::RateFigures;
 use crate::machine::Machine;
@@ -83,7 +84,8 @@ pub struct RowStats {
 /// What `bench run --json` and `bench demo --json` write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunDoc {
-    /// 2: this document; 1 was a bare array of rows.
+    /// 2: this document; 1 was a bare array of rows. `bench icount` writes the same document
+    /// with no rows (and 0 trials) and its figures in `icount`.
     pub schema: u32,
     pub machine: Machine,
     /// Rounds requested: every (scenario, size) ran once per round, round-robin.
@@ -92,6 +94,10 @@ pub struct RunDoc {
     pub ratios: Vec<Ratio>,
     /// The summary of what was noisy, when something was.
     pub noisy: Option<String>,
+    /// Instructions per packet of each path and size (`bench icount --json`); absent from a
+    /// `bench run` document, and from documents older than it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icount: Vec<IcountFigure>,
 }
 
 impl RunDoc {
@@ -107,6 +113,7 @@ impl RunDoc {
             rows,
             ratios,
             noisy,
+            icount: Vec::new(),
         }
     }
 
@@ -370,6 +377,39 @@ mod tests {
         assert_eq!(loss_text(0.0), "0");
         assert_eq!(loss_text(0.25), "25.00%");
         assert_eq!(loss_text(1e-6), "1.0e-4%");
+    }
+
+    #[test]
+    fn instruction_counts_round_trip_and_old_documents_still_read() {
+        let mut doc = RunDoc::new(Machine::probe(), 0, Vec::new());
+        let run_text = serde_json::to_string(&doc).unwrap();
+        assert!(
+            !run_text.contains("icount"),
+            "a run without counts writes none"
+        );
+        doc.icount.push(IcountFigure {
+            path: "switch".into(),
+            size: 64,
+            instructions_per_packet: 803.8356,
+            method: "callgrind".into(),
+            packets: 40_000,
+            instructions: [16_074_475, 48_227_899],
+        });
+        let text = serde_json::to_string(&doc).unwrap();
+        let back: RunDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.icount, doc.icount);
+        // A document written before instruction counts existed.
+        let mut old: serde_json::Value = serde_json::from_str(&run_text).unwrap();
+        old.as_object_mut().unwrap().remove("icount");
+        let back: RunDoc = serde_json::from_value(old).unwrap();
+        assert!(back.icount.is_empty());
+        // A figure without its raw counts (they are optional).
+        let f: IcountFigure = serde_json::from_str(
+            r#"{"path":"ring-limit","size":64,"instructions_per_packet":97.5,"method":"callgrind","packets":40000}"#,
+        )
+        .unwrap();
+        assert_eq!(f.instructions, [0, 0]);
+        assert_eq!(f.key(), "icount ring-limit@64");
     }
 
     #[test]

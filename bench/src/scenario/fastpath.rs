@@ -86,7 +86,8 @@ impl Drop for Peer {
     }
 }
 
-struct Running {
+/// The in-process switch of a fast-path run; shut down (and its directory removed) on drop.
+pub(crate) struct Running {
     switch: Switch,
     dir: PathBuf,
     // Last: the regions are gone before the hugepages go back.
@@ -168,17 +169,22 @@ fn spawn_peer(
     Ok(p)
 }
 
-fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> {
-    env.cores.check().map_err(|e| e.unavailable(name))?;
-    let Cores { generator, peer } = env.cores;
-    let dir = env.work_dir.join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+/// The switch of a fast-path scenario, running in this process: poll thread on `pmd_core`
+/// (napping when idle), ports `a` and `b` allowed the fast path, the hooks serving on a socket
+/// in `dir`, approving this executable's trampoline. Returns it with the hooks socket and the
+/// two ports' sockets. `bench icount-worker` starts the same switch.
+pub(crate) fn start_switch(
+    dir: &Path,
+    pmd_core: usize,
+    name: &str,
+) -> Result<(Running, PathBuf, [PathBuf; 2])> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     // The guests are this executable: approve its trampoline.
     let manifest = dir.join("manifest");
     let line =
         fastpath_guest::manifest_line().map_err(|e| Error::measurement(name, e.to_string()))?;
     std::fs::write(&manifest, line + "\n").map_err(Error::io("writing the manifest"))?;
-    let peer_core = peer.to_string();
+    let peer_core = pmd_core.to_string();
     let path = |n: &str| dir.join(n).display().to_string();
     let (sa, sb) = (
         format!("a={}", path("a.sock")),
@@ -209,7 +215,7 @@ fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> 
     let switch = Switch::start(&cfg).map_err(Error::Switch)?;
     let running = Running {
         switch,
-        dir,
+        dir: dir.to_owned(),
         _huge: huge,
     };
     for p in &cfg.ports {
@@ -221,8 +227,16 @@ fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> 
         .switch
         .serve_hooks(listener)
         .map_err(Error::Switch)?;
-    let hooks = PathBuf::from(hooks);
     let sock = |i: usize| cfg.ports[i].path.clone();
+    Ok((running, PathBuf::from(hooks), [sock(0), sock(1)]))
+}
+
+fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> {
+    env.cores.check().map_err(|e| e.unavailable(name))?;
+    let Cores { generator, peer } = env.cores;
+    let dir = env.work_dir.join(format!("{name}-{}", std::process::id()));
+    let (running, hooks, socks) = start_switch(&dir, peer, name)?;
+    let sock = |i: usize| socks[i].clone();
     let mut receiver = spawn_peer(
         name,
         "receiver",

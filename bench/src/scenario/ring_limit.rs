@@ -254,19 +254,66 @@ fn parse_descriptor(d: &[u8]) -> Option<(usize, usize)> {
     Some((usize::try_from(off).ok()?, usize::try_from(len).ok()?))
 }
 
+/// A fresh ring for `kind` at frame size `size` with `cfg`'s stride and, for descriptors, its
+/// pool; the pool's bytes per buffer with it.
+pub(crate) fn ring(kind: Kind, cfg: Config, size: usize) -> Result<(Producer, Consumer, usize)> {
+    // Pool buffers of descriptors get the spare line too: with 64-byte frames packed back to
+    // back, the adjacent-line prefetcher of the consumer pulls the line the producer is writing.
+    let buf = size.next_multiple_of(64)
+        + if kind == Kind::Descriptor {
+            64 * cfg.pad
+        } else {
+            0
+        };
+    let pool = if kind == Kind::Descriptor {
+        SLOTS * buf
+    } else {
+        0
+    };
+    let (prod, cons) = spsc::channel(SLOTS, cfg.stride(kind, size), pool)
+        .map_err(Error::io("creating the shared-memory ring"))?;
+    Ok((prod, cons, buf))
+}
+
 /// The producer's loop: what it writes per packet depends on the kind.
-struct Send<'a> {
+pub(crate) struct Send<'a> {
     kind: Kind,
     cfg: Config,
     pkt: Vec<u8>,
     /// Pool bytes per buffer (descriptors).
     buf: usize,
-    prod: &'a mut Producer,
+    pub(crate) prod: &'a mut Producer,
 }
 
-impl Send<'_> {
+impl<'a> Send<'a> {
+    /// The producer of a run's frames of `size` bytes; for descriptors, the frames are written
+    /// into the pool first.
+    pub(crate) fn new(
+        kind: Kind,
+        cfg: Config,
+        size: usize,
+        run: u32,
+        buf: usize,
+        prod: &'a mut Producer,
+    ) -> Send<'a> {
+        let pkt = packet::template(packet::mac(2), packet::mac(1), size, run);
+        if kind == Kind::Descriptor {
+            for id in 0..SLOTS {
+                prod.pool_write(id * buf, &pkt);
+            }
+        }
+        Send {
+            kind,
+            cfg,
+            pkt,
+            buf,
+            prod,
+        }
+    }
+
+    /// Writes packet `i` of the batch being produced.
     #[inline]
-    fn packet(&mut self, i: usize, seq: u64, ts: u64) {
+    pub(crate) fn packet(&mut self, i: usize, seq: u64, ts: u64) {
         let stamp = packet::stamp_words(seq, ts);
         match self.kind {
             Kind::Frame if self.cfg.alt_store => {
@@ -309,7 +356,13 @@ impl Send<'_> {
 
 /// Reads packet `i` of the consumer's batch; `false` for a descriptor outside the pool.
 #[inline]
-fn take(kind: Kind, cons: &Consumer, i: usize, rx: &mut Receiver, lat: &mut Latency) -> bool {
+pub(crate) fn take(
+    kind: Kind,
+    cons: &Consumer,
+    i: usize,
+    rx: &mut Receiver,
+    lat: &mut Latency,
+) -> bool {
     let mut accept = |b: &[u8]| {
         if let Some(st) = rx.accept(b) {
             if st.tsc != 0 {
@@ -342,21 +395,7 @@ pub fn transfer(
     secs: f64,
     rate: Option<f64>,
 ) -> Result<Measurement> {
-    // Pool buffers of descriptors get the spare line too: with 64-byte frames packed back to
-    // back, the adjacent-line prefetcher of the consumer pulls the line the producer is writing.
-    let buf = size.next_multiple_of(64)
-        + if kind == Kind::Descriptor {
-            64 * cfg.pad
-        } else {
-            0
-        };
-    let pool = if kind == Kind::Descriptor {
-        SLOTS * buf
-    } else {
-        0
-    };
-    let (mut prod, mut cons) = spsc::channel(SLOTS, cfg.stride(kind, size), pool)
-        .map_err(Error::io("creating the shared-memory ring"))?;
+    let (mut prod, mut cons, buf) = ring(kind, cfg, size)?;
     let final_sent = AtomicU64::new(u64::MAX);
     let consumer_ready = AtomicBool::new(false);
     let hz = tsc::hz();
@@ -412,19 +451,7 @@ pub fn transfer(
             while !consumer_ready.load(Ordering::Acquire) {
                 std::hint::spin_loop();
             }
-            let pkt = packet::template(packet::mac(2), packet::mac(1), size, run);
-            if kind == Kind::Descriptor {
-                for id in 0..SLOTS {
-                    prod.pool_write(id * buf, &pkt);
-                }
-            }
-            let mut tx = Send {
-                kind,
-                cfg,
-                pkt,
-                buf,
-                prod: &mut prod,
-            };
+            let mut tx = Send::new(kind, cfg, size, run, buf, &mut prod);
             let mut sent = 0u64;
             let start = tsc::now();
             let end = start + crate::num::cycles(secs, hz);
