@@ -32,6 +32,9 @@ pub const MAX_TRAMPOLINE: u64 = 64 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     digests: BTreeSet<[u8; 32]>,
+    /// Why the process's other executable mappings are not scanned, when they are not (see
+    /// [`Manifest::without_mapping_scan`]).
+    unscanned: Option<String>,
 }
 
 impl Manifest {
@@ -53,7 +56,21 @@ impl Manifest {
             })?;
             digests.insert(d);
         }
-        Ok(Manifest { digests })
+        Ok(Manifest {
+            digests,
+            unscanned: None,
+        })
+    }
+
+    /// Verifies trampolines by digest only, without scanning the rest of the process's code for
+    /// PKRU-changing instructions: for a process run under a dynamic binary translator
+    /// (valgrind counting the data path's instructions), whose code cache is anonymous
+    /// executable memory that no scan can vouch for and that decodes differently from one
+    /// build to the next. Reachable only through this API — no flag or configuration file of
+    /// the switch sets it — and logged at every channel it lets through, with `why`.
+    pub fn without_mapping_scan(mut self, why: &str) -> Manifest {
+        self.unscanned = Some(why.to_owned());
+        self
     }
 
     pub fn load(path: &Path) -> Result<Manifest> {
@@ -270,6 +287,12 @@ pub fn verify(pid: i32, tramp: Trampoline, manifest: &Manifest) -> Result<Report
         library_sites: 0,
         unintended: 0,
     };
+    if let Some(why) = &manifest.unscanned {
+        tracing::warn!(
+            "fast path: process {pid}'s code outside its trampoline NOT scanned ({why}); only the trampoline digest was checked"
+        );
+        return Ok(report);
+    }
     for m in &mappings {
         // The vsyscall page cannot be read and holds no guest code.
         if m.path == "[vsyscall]" {
@@ -413,6 +436,25 @@ mod tests {
             Err(Error::Verify(msg)) => assert!(msg.contains("outside the trampoline"), "{msg}"),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn without_mapping_scan_still_checks_the_digest_and_scans_nothing() {
+        let f = verify_own_process as fn() as usize as u64;
+        let t = Trampoline { start: f, len: 16 };
+        let code = read_remote(Pid::this(), f, 16).unwrap();
+        let unscanned = Manifest::default().without_mapping_scan("test");
+        let e = verify(std::process::id() as i32, t, &unscanned).unwrap_err();
+        assert!(e.to_string().contains("not in the manifest"), "{e}");
+        let mut manifest = Manifest::default();
+        manifest.digests.insert(digest(&code));
+        let r = verify(
+            std::process::id() as i32,
+            t,
+            &manifest.without_mapping_scan("test"),
+        )
+        .unwrap();
+        assert_eq!((r.mappings, r.bytes), (0, 0), "nothing scanned");
     }
 
     #[test]

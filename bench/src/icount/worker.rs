@@ -222,7 +222,12 @@ fn fastpath(mode: Mode, size: usize, packets: u64, work_dir: &Path) -> Result<Pu
     };
     let dir = work_dir.join(format!("icount-{name}-{}", std::process::id()));
     // Guests first in the drop order below: they disconnect before the switch goes.
-    let (running, hooks, socks) = crate::scenario::fastpath::start_switch(&dir, 0, name)?;
+    // Under valgrind the process's code cache is anonymous executable memory that the
+    // trampoline check's scan cannot vouch for (it finds XRSTOR patterns in it, or not,
+    // depending on the build): the trampolines are checked by digest only.
+    let why = "bench icount-worker: instruction counting, possibly under valgrind";
+    let (running, hooks, socks) =
+        crate::scenario::fastpath::start_switch(&dir, 0, name, Some(why))?;
     let fail = |e: fastpath_guest::Error| Error::measurement(name, e.to_string());
     let connect = |sock: &PathBuf, port: &str, mac| {
         let cfg = FpConfig {

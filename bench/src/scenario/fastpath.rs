@@ -173,10 +173,13 @@ fn spawn_peer(
 /// (napping when idle), ports `a` and `b` allowed the fast path, the hooks serving on a socket
 /// in `dir`, approving this executable's trampoline. Returns it with the hooks socket and the
 /// two ports' sockets. `bench icount-worker` starts the same switch.
+/// `unscanned`: verify the guests' trampolines by digest only, for this reason (the icount
+/// worker under valgrind, see `hypervisor_hooks::verify::Manifest::without_mapping_scan`).
 pub(crate) fn start_switch(
     dir: &Path,
     pmd_core: usize,
     name: &str,
+    unscanned: Option<&str>,
 ) -> Result<(Running, PathBuf, [PathBuf; 2])> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     // The guests are this executable: approve its trampoline.
@@ -210,7 +213,8 @@ pub(crate) fn start_switch(
         "--fastpath-manifest",
         man.as_str(),
     ];
-    let cfg = Config::parse_from(args).map_err(|e| Error::Switch(e.to_string()))?;
+    let mut cfg = Config::parse_from(args).map_err(|e| Error::Switch(e.to_string()))?;
+    cfg.fastpath_unscanned = unscanned.map(str::to_owned);
     let huge = crate::hugepages::reserve(crate::hugepages::PAGES);
     let switch = Switch::start(&cfg).map_err(Error::Switch)?;
     let running = Running {
@@ -235,7 +239,7 @@ fn open(env: &Env, name: &'static str, mode: &str) -> Result<Box<dyn Scenario>> 
     env.cores.check().map_err(|e| e.unavailable(name))?;
     let Cores { generator, peer } = env.cores;
     let dir = env.work_dir.join(format!("{name}-{}", std::process::id()));
-    let (running, hooks, socks) = start_switch(&dir, peer, name)?;
+    let (running, hooks, socks) = start_switch(&dir, peer, name, None)?;
     let sock = |i: usize| socks[i].clone();
     let mut receiver = spawn_peer(
         name,

@@ -327,6 +327,7 @@ pub(super) fn build(
         pmd_sleep_max_us,
         hooks,
         fastpath_manifest,
+        fastpath_unscanned: None,
         dpdk_eal,
         dpdk_ports,
         vxlan,

@@ -57,6 +57,10 @@ pub struct Config {
     pub hooks: Option<PathBuf>,
     /// Approved trampoline digests (required with `hooks`).
     pub fastpath_manifest: Option<PathBuf>,
+    /// Set only by code embedding the switch, never by a flag or file: verify fast-path
+    /// trampolines by digest alone, for this reason (see
+    /// `hypervisor_hooks::verify::Manifest::without_mapping_scan`).
+    pub fastpath_unscanned: Option<String>,
     /// `--dpdk-eal`, split at whitespace; `None`: the switch chooses (`dpdk::default_eal_args`).
     pub dpdk_eal: Option<Vec<String>>,
     pub dpdk_ports: Vec<DpdkPortSpec>,
