@@ -142,8 +142,15 @@ impl Dedicated {
             mem,
         };
         d.queue.set_interrupts(false);
-        if mode == Mode::Copy {
-            d.queue.refill_rx();
+        match mode {
+            Mode::Copy => {
+                d.queue.refill_rx();
+            }
+            // The peer's device side (vhost_user::virtq) returns chains in avail order, refused
+            // ones included: reclaims read the used index alone.
+            Mode::ZeroCopy => {
+                d.queue.set_in_order();
+            }
         }
         Ok(d)
     }

@@ -193,6 +193,9 @@ pub struct DriverQueue {
     /// [`DriverQueue::recv_records`]: (id, used length, offset of the next record). Held back
     /// from the free list until read, so the device cannot refill them meanwhile.
     held: VecDeque<(u16, u32, u32)>,
+    /// Transmit in order ([`DriverQueue::set_in_order`]): buffers in flight, descriptor `i`
+    /// for avail slot `i` mod size; `free` and `outstanding` are not used.
+    in_order: Option<u16>,
     /// virtio-net header length used by this queue's frames (10 or 12).
     pub hdr_len: usize,
     pub errors: DriverErrors,
@@ -255,6 +258,7 @@ impl DriverQueue {
             last_used: 0,
             seen_used: 0,
             held: VecDeque::with_capacity(RX_BATCH),
+            in_order: None,
             hdr_len,
             errors: DriverErrors::default(),
         })
@@ -294,7 +298,29 @@ impl DriverQueue {
 
     /// Descriptors free for new buffers.
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        match self.in_order {
+            Some(in_flight) => usize::from(self.size - in_flight),
+            None => self.free.len(),
+        }
+    }
+
+    /// Makes this fresh transmit queue run in order (VIRTIO_F_IN_ORDER, as our own device side
+    /// returns chains): avail slot `i` always carries descriptor `i` mod size, and the used
+    /// index alone says how many went back — the oldest ones — so a reclaim reads one index
+    /// instead of validating every used entry, and a send takes the next descriptor without a
+    /// free list. What a device writes in the used entries is then ignored; a used index more
+    /// than what is in flight ahead is counted (`used_overrun`) and ignored. A device that
+    /// claims buffers back early only reads frames we rewrite: its own loss, never a read or
+    /// write of ours out of bounds. Transmit only: returns false (and changes nothing) on a
+    /// queue that is not fresh.
+    pub fn set_in_order(&mut self) -> bool {
+        let fresh = self.avail_idx == 0
+            && self.last_used == 0
+            && self.free.iter().copied().eq(0..self.size);
+        if fresh {
+            self.in_order = Some(0);
+        }
+        fresh
     }
 
     /// Asks the device not to notify (we poll), or to notify again.
@@ -345,12 +371,30 @@ impl DriverQueue {
         if total > self.buf_size as usize {
             return false;
         }
-        let Some(id) = self.free.pop_front() else {
-            return false;
+        let mask = self.size - 1;
+        let (id, ahead) = match &mut self.in_order {
+            Some(in_flight) => {
+                if *in_flight == self.size {
+                    return false;
+                }
+                *in_flight += 1;
+                let id = self.avail_idx & mask;
+                let ahead = usize::from(self.size - *in_flight) > TX_PREFETCH_AHEAD;
+                (
+                    id,
+                    ahead.then_some(id.wrapping_add(TX_PREFETCH_AHEAD_U16) & mask),
+                )
+            }
+            None => {
+                let Some(id) = self.free.pop_front() else {
+                    return false;
+                };
+                (id, self.free.get(TX_PREFETCH_AHEAD).copied())
+            }
         };
         // Start taking the lines of a buffer a few frames ahead away from the device's core,
         // which read them last lap, so that store does not wait for the transfer.
-        if let Some(&ahead) = self.free.get(TX_PREFETCH_AHEAD) {
+        if let Some(ahead) = ahead {
             let q = self.buf_host(ahead);
             prefetch_write(q);
             prefetch_write(q.wrapping_add(64));
@@ -384,7 +428,9 @@ impl DriverQueue {
                 next: 0,
             },
         );
-        self.outstanding[usize::from(id)] = true;
+        if self.in_order.is_none() {
+            self.outstanding[usize::from(id)] = true;
+        }
         self.push_avail(id);
         true
     }
@@ -456,6 +502,20 @@ impl DriverQueue {
 
     /// Reclaims transmitted buffers the device has returned.
     pub fn reclaim(&mut self) -> usize {
+        if let Some(in_flight) = self.in_order {
+            let used = self.ring.used_idx();
+            let back = used.wrapping_sub(self.last_used);
+            if back > in_flight {
+                if back != 0 {
+                    self.errors.used_overrun += 1;
+                }
+                return 0;
+            }
+            self.last_used = used;
+            self.seen_used = used;
+            self.in_order = Some(in_flight - back);
+            return usize::from(back);
+        }
         let mut n = 0;
         while self.next_used().is_some() {
             n += 1;
@@ -612,6 +672,8 @@ pub enum Received<'a> {
 /// How many free buffers ahead of the one being filled [`DriverQueue::push_tx_with`] prefetches
 /// for writing: far enough for a cross-core transfer (~100 ns) to finish at tens of Mpps.
 const TX_PREFETCH_AHEAD: usize = 8;
+const TX_PREFETCH_AHEAD_U16: u16 = 8;
+const _: () = assert!(TX_PREFETCH_AHEAD == TX_PREFETCH_AHEAD_U16 as usize);
 
 /// Freed buffers [`DriverQueue::recv`] gathers before it posts them again within one call.
 const REFILL_EVERY: usize = 8 * RX_BATCH;

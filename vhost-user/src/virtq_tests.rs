@@ -802,3 +802,6 @@ fn rx_merged_frames_straddling_the_receive_batch_are_whole_and_in_order() {
 
 #[path = "virtq_records_tests.rs"]
 mod records;
+
+#[path = "virtq_in_order_tests.rs"]
+mod in_order;
