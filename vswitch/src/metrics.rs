@@ -360,7 +360,13 @@ mod tests {
         );
         let addr = server.addr;
         server.stop();
-        assert!(std::net::TcpStream::connect(addr).is_err(), "stopped");
+        // tiny_http's accept thread drops the listener after `stop` returns (its Server's drop
+        // wakes the thread and does not wait), so the port closes soon after, not at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still listening after stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
