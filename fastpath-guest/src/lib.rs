@@ -55,6 +55,13 @@ pub struct FpConfig {
     pub huge: bool,
 }
 
+/// Bytes of each buffer unless configured: a 1518-byte frame and its header with room to spare,
+/// and one cache line more than 2 KiB so that consecutive buffers do not start in the same
+/// cache sets. With a 2 KiB stride every buffer's first line falls in 1/32 of the L2's sets (1/2
+/// of L1's), so a queue's worth of headers evicts itself; measured with the zero-copy bench (64 B,
+/// 8192 entries, Intel Xeon): 52.6/54.0 Mpps at 2048, 56.1/55.7 at 2112, runs alternated.
+pub const DEFAULT_BUF_SIZE: u32 = 2048 + 64;
+
 impl FpConfig {
     pub fn new(socket: PathBuf, port: &str, mac: [u8; 6]) -> FpConfig {
         FpConfig {
@@ -63,7 +70,7 @@ impl FpConfig {
             mac,
             hooks: None,
             queue_size: 256,
-            buf_size: 2048,
+            buf_size: DEFAULT_BUF_SIZE,
             huge: false,
         }
     }
