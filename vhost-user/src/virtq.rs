@@ -28,6 +28,9 @@ use crate::ring::{
 
 /// Packets taken from or given to a queue per burst.
 pub const BURST: usize = 32;
+
+/// Bytes of an Ethernet header with one VLAN tag: what the switch reads of every frame.
+const ETH_VLAN_HLEN: usize = 18;
 /// Receive chains one packet may span with MRG_RXBUF (a 9018-byte frame in 1 KiB buffers).
 pub const MAX_MRG_CHAINS: usize = 16;
 
@@ -325,6 +328,7 @@ impl DeviceQueue {
         let avail = self.refresh_avail();
         let want = usize::from(avail).min(BURST);
         let min_len = self.features.hdr_len + crate::net::MIN_FRAME;
+        let head_end = self.features.hdr_len + ETH_VLAN_HLEN;
         // Start every cache miss of the burst early so they overlap: descriptors first, then
         // each frame's first line as soon as its chain is walked (the switch reads the headers
         // next).
@@ -351,11 +355,14 @@ impl DeviceQueue {
             });
             match res {
                 Ok(()) => {
-                    // Header and start of the frame: usually two lines (the virtio-net header
-                    // sits just before a cache-line-aligned frame in DPDK and Linux buffers).
+                    // The virtio-net header and the Ethernet header (with a VLAN tag) the
+                    // switch reads next: two lines where the header sits just before a
+                    // cache-line-aligned frame (DPDK and Linux buffers), one where the frame
+                    // follows the header (ours). Not a line more: a line the reader leaves alone
+                    // is one the writer's core must take back for its next lap.
                     let s0 = burst[k].segs[0];
                     prefetch(s0.ptr);
-                    prefetch(s0.ptr.wrapping_add((s0.len as usize).min(128) - 1));
+                    prefetch(s0.ptr.wrapping_add((s0.len as usize).min(head_end) - 1));
                     k += 1;
                 }
                 Err(e) => {
