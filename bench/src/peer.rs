@@ -57,7 +57,7 @@ pub struct PeerArgs {
     pub hooks: PathBuf,
     #[arg(long)]
     pub core: usize,
-    /// Entries of every queue: room for the adaptive visits (up to 3/4 of a queue) to fill
+    /// Entries of every queue: room for the adaptive visits (up to 7/8 of a queue) to fill
     /// while the other side works on the previous one.
     #[arg(long, default_value_t = 8192)]
     pub queue: u16,
