@@ -108,17 +108,16 @@ const RUN_HELP: &str = "\
 SCENARIOS: switch, fastpath-copy, fastpath-zerocopy, ring-limit, ring-limit-desc, syscall,
 kvm-exit, mprotect-view, or all (`bench list` says what each one measures).
 
-JSON (--json): an array, one object per (scenario, size), with scenario, frame_size, mpps, gbps,
-line_rate_10g_pct, line_rate_40g_pct, cycles_per_packet, loss_ratio, latency_ns {p50, p99, p999}
-(null when nothing arrived), and cycles_of, packets_sent, packets_received, duration_s,
-rate_limit_mpps, latency_samples, errors. cycles_per_packet counts TSC cycles of the part named
-by cycles_of: pmd-busy (the switch's poll thread, iterations that moved packets), consumer (the
-ring's consumer core, busy all the window) or loop (the baseline's one thread).
-The document (schema 2) is {schema, machine, trials, rows, ratios, noisy}: machine is what
-the table header prints (CPU, flags, TSC, cores, kernel, hugepages, view backend, notification,
-steal and load during the run); each row's figures are its median trial, with mpps_per_round
-and stats per figure (mpps, cycles_per_packet, latency percentiles: median, min, max,
-spread, noisy, trials); ratios are medians of per-round ratios.
+JSON (--json): a document (schema 2) {schema, machine, trials, rows, ratios, noisy}. machine
+is what the table header prints (CPU, flags, TSC, cores, kernel, hugepages, view backend,
+notification, steal and load during the run). rows has one object per (scenario, size), with
+scenario, frame_size, mpps, gbps, line_rate_10g_pct, line_rate_40g_pct, cycles_per_packet,
+loss_ratio, latency_ns {p50, p99, p999} (null when nothing arrived), cycles_of, packets_sent,
+packets_received, duration_s, rate_limit_mpps, latency_samples, errors, detail: the median
+trial's, with mpps_per_round, stats {median, min, max, spread, noisy, trials} per figure and
+noisy. cycles_per_packet counts TSC cycles of the part named by cycles_of: pmd-busy (the
+switch's poll thread, iterations that moved packets), consumer (the ring's consumer core, busy
+all the window) or loop (the baseline's one thread). ratios are medians of per-round ratios.
 
 EXAMPLES:
   bench run --scenario ring-limit --size 64
