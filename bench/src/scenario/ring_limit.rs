@@ -38,9 +38,9 @@ use crate::spsc::{self, Consumer, Producer};
 use super::{Env, Measurement, Scenario, Trial};
 
 /// Ring entries: enough for two of the largest batches in flight.
-pub const SLOTS: usize = 512;
+pub const SLOTS: usize = 4096;
 /// The batches the sweep tries.
-pub const BATCHES: [usize; 6] = [8, 16, 32, 64, 128, 256];
+pub const BATCHES: [usize; 8] = [8, 16, 32, 64, 128, 256, 512, 1024];
 /// One packet in this many carries a timestamp.
 pub const STAMP_EVERY: u64 = 64;
 /// Seconds of each probe of the sweep.
