@@ -196,6 +196,13 @@ pub struct DriverQueue {
     /// Transmit in order ([`DriverQueue::set_in_order`]): buffers in flight, descriptor `i`
     /// for avail slot `i` mod size; `free` and `outstanding` are not used.
     in_order: Option<u16>,
+    /// In order only: the length each descriptor was last written with (addresses never
+    /// change), so a send rewrites a descriptor only when its length changes, without reading
+    /// the table back; and whether every avail slot already names its own descriptor (after a
+    /// lap), so sends leave the avail ring alone. Both lines then stay valid in the device's
+    /// cache. Only we write these areas: a device that scribbles on them misleads itself.
+    desc_len: Vec<u32>,
+    avail_settled: bool,
     /// virtio-net header length used by this queue's frames (10 or 12).
     pub hdr_len: usize,
     pub errors: DriverErrors,
@@ -259,6 +266,8 @@ impl DriverQueue {
             seen_used: 0,
             held: VecDeque::with_capacity(RX_BATCH),
             in_order: None,
+            desc_len: Vec::new(),
+            avail_settled: false,
             hdr_len,
             errors: DriverErrors::default(),
         })
@@ -319,6 +328,7 @@ impl DriverQueue {
             && self.free.iter().copied().eq(0..self.size);
         if fresh {
             self.in_order = Some(0);
+            self.desc_len = vec![u32::MAX; usize::from(self.size)];
         }
         fresh
     }
@@ -335,8 +345,14 @@ impl DriverQueue {
     /// Appends `head` to the avail ring without publishing it (the entry is left alone when it
     /// already says `head`).
     pub fn push_avail(&mut self, head: u16) {
-        self.ring.set_avail_entry_if_changed(self.avail_idx, head);
+        if !self.avail_settled {
+            self.ring.set_avail_entry_if_changed(self.avail_idx, head);
+        }
         self.avail_idx = self.avail_idx.wrapping_add(1);
+        if self.in_order.is_some() && self.avail_idx & (self.size - 1) == 0 {
+            // In order, slot i has carried descriptor i since the first lap.
+            self.avail_settled = true;
+        }
     }
 
     /// Publishes the avail entries pushed so far.
@@ -438,16 +454,22 @@ impl DriverQueue {
             std::slice::from_raw_parts_mut(p.add(self.hdr_len), len)
         };
         fill(id, frame);
-        self.ring.write_desc_if_changed(
-            id,
-            Descriptor {
-                addr: self.buf_gpa(id),
-                // total <= buf_size, a u32.
-                len: u32::try_from(total).unwrap_or(self.buf_size),
-                flags: 0,
-                next: 0,
-            },
-        );
+        // total <= buf_size, a u32.
+        let len = u32::try_from(total).unwrap_or(self.buf_size);
+        let d = Descriptor {
+            addr: self.buf_gpa(id),
+            len,
+            flags: 0,
+            next: 0,
+        };
+        match self.desc_len.get_mut(usize::from(id)) {
+            Some(last) if *last == len => {}
+            Some(last) => {
+                self.ring.write_desc(id, d);
+                *last = len;
+            }
+            None => self.ring.write_desc_if_changed(id, d),
+        }
         if self.in_order.is_none() {
             self.outstanding[usize::from(id)] = true;
         }
