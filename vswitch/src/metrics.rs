@@ -364,7 +364,10 @@ mod tests {
         // wakes the thread and does not wait), so the port closes soon after, not at once.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(addr).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "still listening after stop");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still listening after stop"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
