@@ -75,14 +75,6 @@ impl Forwarder {
         self.shared.stop.load(Ordering::Relaxed)
     }
 
-    /// The uplink `id`, when this thread has I/O on it.
-    pub(super) fn uplink(&self, id: u16) -> Option<&UplinkPort> {
-        match self.uplinks.get(usize::from(id)) {
-            Some(Some(up)) => Some(&up.port),
-            _ => None,
-        }
-    }
-
     /// Makes a port known as a destination.
     pub fn add_port(&mut self, port: Arc<Port>) {
         let id = usize::from(port.id);

@@ -1,5 +1,18 @@
 //! A poll thread: its loop (commands between iterations, then one poll of every assigned
 //! queue), its counters, and the control plane's [`PmdHandle`] on it.
+//!
+//! Commands are applied between two iterations, never during a poll: when the control plane
+//! has a command's acknowledgement, the thread holds no burst of any queue and has published
+//! everything it took. That is what lets a queue move from one thread to another
+//! ([`Command::UnpollQueue`] on the old, then [`Command::PollQueue`] on the new) without two
+//! threads ever polling it and without losing or reordering a frame: until the new thread's
+//! first poll the frames wait in the guest's ring, and the new thread starts where the old one
+//! stopped (the queue's state lives in its slot, not in the thread).
+//!
+//! Each poll that yields packets reads the TSC once and adds the cycles since the previous
+//! reading to that queue's [`crate::rxq::QueueLoad`]: an empty poll costs nothing extra, and
+//! the few cycles of empty polls just before a busy one are counted with it (an empty poll
+//! costs tens of cycles, a burst thousands).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -34,6 +47,18 @@ pub enum Command {
     },
     /// Forget the port: stop polling it and delivering to it.
     DelPort { id: u16, done: SyncSender<()> },
+    /// Start polling queue slot `slot` of a port the thread knows (a queue moved here).
+    PollQueue {
+        port: Arc<Port>,
+        slot: u16,
+        done: SyncSender<()>,
+    },
+    /// Stop polling queue slot `slot` of port `id`; the port stays a destination.
+    UnpollQueue {
+        id: u16,
+        slot: u16,
+        done: SyncSender<()>,
+    },
 }
 
 /// A poll thread's counters, written by it alone, read by `vswitchctl pmd-stats`.
@@ -98,6 +123,15 @@ impl PmdHandle {
         })
     }
 
+    /// Queues a command without waiting for it: for a thread that did not answer in time,
+    /// whose commands are still applied in order once it does.
+    pub fn post(&self, make: impl FnOnce(SyncSender<()>) -> Command) {
+        // Nobody waits for this answer: the channel's other end is gone, so the thread's
+        // `send` fails harmlessly.
+        let (tx, _) = std::sync::mpsc::sync_channel(1);
+        self.push(make(tx));
+    }
+
     /// Sends a command and waits until the thread has applied it. A thread that does not answer
     /// within a few seconds is reported (it would mean a wedged poll loop).
     pub fn command(&self, make: impl FnOnce(SyncSender<()>) -> Command) -> Result<(), String> {
@@ -110,7 +144,12 @@ impl PmdHandle {
         make: impl FnOnce(SyncSender<T>) -> Command,
     ) -> Result<T, String> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let mut cmd = make(tx);
+        self.push(make(tx));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .map_err(|_| format!("pmd{} did not apply a command within 5 s", self.id))
+    }
+
+    fn push(&self, mut cmd: Command) {
         loop {
             match self.commands.push(cmd) {
                 Ok(()) => break,
@@ -120,8 +159,6 @@ impl PmdHandle {
                 }
             }
         }
-        rx.recv_timeout(std::time::Duration::from_secs(5))
-            .map_err(|_| format!("pmd{} did not apply a command within 5 s", self.id))
     }
 }
 
@@ -134,8 +171,8 @@ struct Pmd {
     rx_queues: Arc<Mutex<Vec<String>>>,
     /// Queue slots this thread polls: (port, slot index).
     polls: Vec<(Arc<Port>, u16)>,
-    /// Uplinks this thread receives from (port ids).
-    uplink_polls: Vec<u16>,
+    /// Uplinks this thread receives from.
+    uplink_polls: Vec<Arc<UplinkPort>>,
     fwd: Forwarder,
 }
 
@@ -153,12 +190,28 @@ impl Pmd {
                 self.apply(cmd);
             }
             let t0 = notify::tsc::now();
+            // The TSC at the end of the last poll that yielded packets (or the start).
+            let mut mark = t0;
             let mut n = 0usize;
             for (port, slot) in &self.polls {
-                n += self.fwd.poll(port, *slot);
+                let k = self.fwd.poll(port, *slot);
+                if k > 0 {
+                    let t = notify::tsc::now();
+                    if let Some(load) = port.rxq_load.get(usize::from(*slot)) {
+                        load.add(t.wrapping_sub(mark));
+                    }
+                    mark = t;
+                    n += k;
+                }
             }
-            for &u in &self.uplink_polls {
-                n += self.fwd.poll_uplink(u);
+            for up in &self.uplink_polls {
+                let k = self.fwd.poll_uplink(up.id);
+                if k > 0 {
+                    let t = notify::tsc::now();
+                    up.rxq_load.add(t.wrapping_sub(mark));
+                    mark = t;
+                    n += k;
+                }
             }
             let t1 = notify::tsc::now();
             let dt = t1.wrapping_sub(t0);
@@ -205,10 +258,9 @@ impl Pmd {
                 let _ = done.send(());
             }
             Command::AddUplink { port, poll, done } => {
-                let id = port.id;
-                let r = self.fwd.add_uplink(port);
+                let r = self.fwd.add_uplink(port.clone());
                 if r.is_ok() && poll {
-                    self.uplink_polls.push(id);
+                    self.uplink_polls.push(port);
                 }
                 let _ = done.send(r);
             }
@@ -217,8 +269,22 @@ impl Pmd {
             }
             Command::DelPort { id, done } => {
                 self.polls.retain(|(p, _)| p.id != id);
-                self.uplink_polls.retain(|&u| u != id);
+                self.uplink_polls.retain(|u| u.id != id);
                 self.fwd.del_port(id);
+                let _ = done.send(());
+            }
+            Command::PollQueue { port, slot, done } => {
+                let known = self
+                    .polls
+                    .iter()
+                    .any(|(p, s)| p.id == port.id && *s == slot);
+                if !known && usize::from(slot) < port.slots.len() {
+                    self.polls.push((port, slot));
+                }
+                let _ = done.send(());
+            }
+            Command::UnpollQueue { id, slot, done } => {
+                self.polls.retain(|(p, s)| !(p.id == id && *s == slot));
                 let _ = done.send(());
             }
         }
@@ -227,10 +293,8 @@ impl Pmd {
             .iter()
             .map(|(p, s)| format!("{} queue {}", p.name(), s))
             .collect();
-        for &u in &self.uplink_polls {
-            if let Some(up) = self.fwd.uplink(u) {
-                names.push(format!("{} rx", up.name));
-            }
+        for up in &self.uplink_polls {
+            names.push(format!("{} rx", up.name));
         }
         *self.rx_queues.lock().unwrap_or_else(|p| p.into_inner()) = names;
     }

@@ -13,8 +13,8 @@ use crate::capture::Tap;
 use crate::config::PortSpec;
 use crate::ctl::{
     ChannelStats, ChannelsReply, CtlHandler, DeviceInfo, FdbReply, PmdStats, PmdStatsReply,
-    PortInfo, PortState, PortStats, QueueInfo, RemoteVtepInfo, ShowReply, StatsReply, TunnelInfo,
-    UplinkInfo,
+    PortInfo, PortState, PortStats, QueueInfo, RebalanceArgs, RebalanceReply, RemoteVtepInfo,
+    RxqShowReply, ShowReply, StatsReply, TunnelInfo, UplinkInfo,
 };
 use crate::fdb::format_mac;
 use crate::port::{CounterBlock, Drop, Port};
@@ -266,6 +266,14 @@ impl CtlHandler for Switch {
                 .collect(),
             tsc_hz: Some(notify::tsc::hz()),
         }
+    }
+
+    fn pmd_rxq_show(&self) -> RxqShowReply {
+        self.rxq_show()
+    }
+
+    fn pmd_rxq_rebalance(&self, args: &RebalanceArgs) -> Result<RebalanceReply, String> {
+        self.rxq_rebalance(args)
     }
 
     fn channels(&self) -> ChannelsReply {

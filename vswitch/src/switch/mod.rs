@@ -24,6 +24,9 @@ use crate::vxlan::VxlanPort;
 use crate::wire::VXLAN_MTU_OVERHEAD;
 
 mod handler;
+mod placement;
+
+use placement::Placement;
 
 /// FDB capacity: entries the switch can learn.
 const FDB_CAPACITY: usize = 65536;
@@ -62,6 +65,8 @@ pub struct Switch {
     /// The fast-path authority, when the switch runs with `--hooks`.
     hooks: Option<Authority>,
     mac_aging_secs: u32,
+    /// Queue loads and their intervals (`pmd-rxq-show`, `pmd-rxq-rebalance`).
+    placement: Placement,
 }
 
 /// The ports as the hooks authority sees them.
@@ -124,6 +129,7 @@ impl Switch {
             }
             _ => None,
         };
+        let placement = Placement::new(cfg.pmd_rxq_interval_secs, pmds.len());
         Ok(Switch {
             shared,
             pmds,
@@ -132,6 +138,7 @@ impl Switch {
             started: Instant::now(),
             hooks,
             mac_aging_secs: cfg.mac_aging_secs,
+            placement,
         })
     }
 
@@ -402,7 +409,8 @@ impl Switch {
         Ok(())
     }
 
-    /// Ages MACs out and advances the FDB clock; called about every 100 ms, from one thread.
+    /// Ages MACs out and advances the FDB clock, and closes queue-load intervals when due;
+    /// called about every 100 ms, from one thread.
     ///
     /// Expiry comes before the clock moves: a control request reading the clock in between
     /// would otherwise list an entry as gone (no longer live at the new second) while the
@@ -418,6 +426,7 @@ impl Switch {
             }
             self.shared.now_secs.store(secs, Ordering::Relaxed);
         }
+        self.close_load_interval();
     }
 
     /// Serves fast-path guests on `listener` (the hooks socket).
