@@ -260,6 +260,16 @@ fn percent(part: u64, total: u64) -> String {
     }
 }
 
+const NO_PMDS: &str = "no pmd threads\n";
+
+/// `pmd thread ID core_id CORE`, as Open vSwitch heads a poll thread's section.
+fn pmd_heading(id: usize, core: Option<usize>) -> String {
+    match core {
+        Some(c) => format!("pmd thread {id} core_id {c}"),
+        None => format!("pmd thread {id} unpinned"),
+    }
+}
+
 /// Laid out like Open vSwitch's `ovs-appctl dpif-netdev/pmd-stats-show`, so operators who
 /// know that output can read this one.
 pub(crate) fn render_pmd_stats(reply: &PmdStatsReply) -> String {
@@ -268,15 +278,12 @@ pub(crate) fn render_pmd_stats(reply: &PmdStatsReply) -> String {
         let _ = writeln!(out, "cycles are TSC cycles at {:.1} MHz", hz as f64 / 1e6);
     }
     if reply.pmds.is_empty() {
-        out.push_str("no pmd threads\n");
+        out.push_str(NO_PMDS);
         return out;
     }
     for p in &reply.pmds {
-        let core = p
-            .core
-            .map_or("unpinned".to_owned(), |c| format!("core_id {c}"));
         let total = p.busy_cycles.saturating_add(p.idle_cycles);
-        let _ = writeln!(out, "pmd thread {} {core}:", p.id);
+        let _ = writeln!(out, "{}:", pmd_heading(p.id, p.core));
         let _ = writeln!(out, "  packets received: {}", p.packets);
         let _ = writeln!(out, "  iterations: {}", p.iterations);
         if p.iterations > 0 {
@@ -343,17 +350,15 @@ pub(crate) fn render_rxq_show(r: &RxqShowReply) -> String {
         );
     }
     if r.pmds.is_empty() {
-        out.push_str("no pmd threads\n");
+        out.push_str(NO_PMDS);
         return out;
     }
     for p in &r.pmds {
-        let core = p
-            .core
-            .map_or("unpinned".to_owned(), |c| format!("core_id {c}"));
         let _ = writeln!(
             out,
-            "pmd thread {} {core}: {:.2}% busy",
-            p.id, p.busy_percent
+            "{}: {:.2}% busy",
+            pmd_heading(p.id, p.core),
+            p.busy_percent
         );
         if p.queues.is_empty() {
             out.push_str("  no queues\n");

@@ -567,41 +567,35 @@ fn test_vswitchctl_pmd_rxq_unknown_options() {
     }
 }
 
+/// The help clap prints for `args` (after `vswitchctl --ctl /x`) holds every one of `needles`.
+fn assert_help_mentions(args: &[&str], needles: &[&str]) {
+    let argv = ["vswitchctl", "--ctl", "/x"].iter().chain(args);
+    let help = Cli::try_parse_from(argv).unwrap_err().to_string();
+    for needle in needles {
+        assert!(help.contains(needle), "{args:?} lacks `{needle}`:\n{help}");
+    }
+}
+
 #[test]
 fn test_vswitchctl_pmd_rxq_help_explains() {
-    let help = Cli::try_parse_from(["vswitchctl", "--help"])
-        .unwrap_err()
-        .to_string();
-    for needle in ["pmd-rxq-show", "pmd-rxq-rebalance"] {
-        assert!(help.contains(needle), "--help lacks `{needle}`:\n{help}");
-    }
-    let help = Cli::try_parse_from(["vswitchctl", "--ctl", "/x", "pmd-rxq-rebalance", "--help"])
-        .unwrap_err()
-        .to_string();
-    for needle in [
-        "--dry-run",
-        "least loaded",
-        "two poll threads",
-        "lost or reordered",
-    ] {
-        assert!(
-            help.contains(needle),
-            "rebalance --help lacks `{needle}`:\n{help}"
-        );
-    }
-    let help = Cli::try_parse_from(["vswitchctl", "--ctl", "/x", "pmd-rxq-show", "--help"])
-        .unwrap_err()
-        .to_string();
-    for needle in [
-        "--pmd-rxq-interval",
-        "share of the poll thread's time",
-        "pinned",
-    ] {
-        assert!(
-            help.contains(needle),
-            "pmd-rxq-show --help lacks `{needle}`:\n{help}"
-        );
-    }
+    assert_help_mentions(&["--help"], &["pmd-rxq-show", "pmd-rxq-rebalance"]);
+    assert_help_mentions(
+        &["pmd-rxq-rebalance", "--help"],
+        &[
+            "--dry-run",
+            "least loaded",
+            "two poll threads",
+            "lost or reordered",
+        ],
+    );
+    assert_help_mentions(
+        &["pmd-rxq-show", "--help"],
+        &[
+            "--pmd-rxq-interval",
+            "share of the poll thread's time",
+            "pinned",
+        ],
+    );
 }
 
 #[test]
