@@ -1,6 +1,7 @@
 //! The poll-mode L2 switch: configuration, ports and their vhost-user sessions, uplink ports
 //! over network devices (DPDK with the `dpdk` feature) and VXLAN tunnels over them, the
-//! poll-mode threads that forward between all of these, MAC learning, and the control socket.
+//! poll-mode threads that forward between all of these and the placement of queues on them,
+//! MAC learning, and the control socket.
 //!
 //! Without the `dpdk` feature no line of this crate is `unsafe`; with it, only the leaf module
 //! [`dpdk`] is.
@@ -20,6 +21,7 @@ pub mod netdev;
 pub mod pcap;
 pub mod pmd;
 pub mod port;
+pub mod rxq;
 pub mod session;
 pub mod switch;
 pub mod uplink;

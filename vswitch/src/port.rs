@@ -14,6 +14,7 @@ use vhost_user::virtq::QueueCounters;
 use crate::capture::Tap;
 use crate::config::PortSpec;
 use crate::ctl::PortState;
+use crate::rxq::QueueLoad;
 
 /// Most ports a switch holds (port ids are below this).
 pub const MAX_PORTS: usize = 256;
@@ -246,6 +247,8 @@ pub struct Port {
     pub messages: Arc<vhost_user::backend::BackendCounters>,
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
+    /// Busy cycles of each queue slot; only the guest's transmit queues (odd) are polled.
+    pub rxq_load: Box<[QueueLoad]>,
     pub status: Mutex<PortStatus>,
     /// Packet capture hook (`vswitchctl capture`).
     pub tap: Arc<Tap>,
@@ -272,6 +275,7 @@ impl Port {
             queue_counters: (0..nq).map(|_| Arc::default()).collect(),
             messages: Arc::default(),
             counters: counter_blocks(pmds),
+            rxq_load: (0..nq).map(|_| QueueLoad::default()).collect(),
             status: Mutex::new(PortStatus {
                 pmd_of_queue: vec![None; nq],
                 ..Default::default()

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::Tap;
 use crate::netdev::NetDev;
 use crate::port::{counter_blocks, sum_counter, CounterBlock};
+use crate::rxq::QueueLoad;
 
 /// What an uplink is to the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +46,11 @@ pub struct UplinkPort {
     pub vlan: u16,
     pub role: UplinkRole,
     pub dev: Arc<dyn NetDev>,
-    /// The poll thread that receives from it.
+    /// The poll thread that receives from it (for good: the device's receive queue is that
+    /// thread's).
     pub rx_pmd: usize,
+    /// Busy cycles of its receive queue.
+    pub rxq_load: QueueLoad,
     /// One block per PMD.
     pub counters: Box<[CounterBlock]>,
     /// Packet capture hook (`vswitchctl capture`).
@@ -71,6 +75,7 @@ impl UplinkPort {
             role,
             dev,
             rx_pmd: usize::from(id) % pmds.max(1),
+            rxq_load: QueueLoad::default(),
             counters: counter_blocks(pmds),
             tap: Default::default(),
         }

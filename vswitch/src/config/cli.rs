@@ -175,6 +175,16 @@ pub(super) struct Cli {
     )]
     pub(super) pmd_sleep_max: Option<String>,
 
+    /// Measure each polled queue's load over intervals of SECS seconds (1..=3600, default 10):
+    /// `vswitchctl pmd-rxq-show` reports, and `pmd-rxq-rebalance` plans on, the last 6
+    /// intervals, as Open vSwitch does.
+    #[arg(
+        long = "pmd-rxq-interval",
+        value_name = "SECS",
+        allow_hyphen_values = true
+    )]
+    pub(super) pmd_rxq_interval: Option<String>,
+
     /// Serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (per-port counters and
     /// drops by reason, poll threads' cycles, FDB, fast-path channels, vhost-user messages).
     /// A bare PORT listens on loopback (127.0.0.1) only. Default: no metrics server.

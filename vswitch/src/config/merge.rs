@@ -208,6 +208,19 @@ pub(super) fn build(
             }
         },
     };
+    let pmd_rxq_interval_secs = match &cli.pmd_rxq_interval {
+        None => crate::rxq::DEFAULT_INTERVAL_SECS,
+        Some(t) => match t.trim().parse::<u32>() {
+            Ok(v) if crate::rxq::INTERVAL_SECS_RANGE.contains(&v) => v,
+            _ => {
+                return Err(ConfigError::BadArgument {
+                    option: "--pmd-rxq-interval",
+                    value: t.clone(),
+                    expected: "seconds, 1..=3600",
+                })
+            }
+        },
+    };
     let hooks = cli.hooks.or(file.hooks);
     let fastpath_manifest = cli.fastpath_manifest.or(file.fastpath_manifest);
     if let Some(h) = &hooks {
@@ -325,6 +338,7 @@ pub(super) fn build(
         log,
         config_file,
         pmd_sleep_max_us,
+        pmd_rxq_interval_secs,
         hooks,
         fastpath_manifest,
         fastpath_unscanned: None,

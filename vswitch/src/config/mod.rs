@@ -44,6 +44,9 @@ pub struct Config {
     pub pmd_cores: Vec<usize>,
     /// Longest nap of an idle PMD thread, microseconds (0: poll without pause).
     pub pmd_sleep_max_us: u32,
+    /// Length of one interval of queue-load measurement, seconds
+    /// ([`crate::rxq::INTERVAL_SECS_RANGE`]).
+    pub pmd_rxq_interval_secs: u32,
     /// Control socket to listen on; `None`: no control socket.
     pub ctl: Option<PathBuf>,
     /// Where to serve Prometheus metrics; `None`: no metrics server.

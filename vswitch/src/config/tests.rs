@@ -47,6 +47,7 @@ fn test_config_defaults() {
         "default PMD core is the last available"
     );
     assert_eq!(c.mac_aging_secs, DEFAULT_MAC_AGING_SECS);
+    assert_eq!(c.pmd_rxq_interval_secs, crate::rxq::DEFAULT_INTERVAL_SECS);
     assert_eq!(c.ctl, None);
     assert_eq!(c.log, None);
 }
@@ -476,6 +477,22 @@ fn test_config_mac_aging_out_of_range() {
             matches!(&err, ConfigError::MacAgingOutOfRange { value } if value == bad),
             "{bad}: {err}"
         );
+    }
+}
+
+#[test]
+fn test_config_pmd_rxq_interval() {
+    for (arg, secs) in [("1", 1), (" 30 ", 30), ("3600", 3600)] {
+        let c = parse(&["--pmd-rxq-interval", arg]).unwrap();
+        assert_eq!(c.pmd_rxq_interval_secs, secs, "{arg:?}");
+    }
+    for bad in ["0", "3601", "-1", "1.5", "soon", ""] {
+        let err = parse(&["--pmd-rxq-interval", bad]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadArgument { option: "--pmd-rxq-interval", value, .. } if value == bad),
+            "{bad:?}: {err}"
+        );
+        assert!(err.to_string().contains("1..=3600"), "{err}");
     }
 }
 

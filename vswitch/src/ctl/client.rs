@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::protocol::{
-    CaptureArgs, CaptureStarted, CaptureSummary, ChannelsReply, FdbReply, PmdStatsReply, Request,
-    ShowReply, StatsReply,
+    CaptureArgs, CaptureStarted, CaptureSummary, ChannelsReply, FdbReply, PmdStatsReply,
+    RebalanceArgs, RebalanceReply, Request, RxqShowReply, ShowReply, StatsReply,
 };
 use super::stream::MAX_CHUNK;
 use crate::config::PortSpec;
@@ -126,6 +126,14 @@ impl CtlClient {
 
     pub fn pmd_stats(&mut self) -> Result<PmdStatsReply, CtlError> {
         self.typed(&Request::PmdStats)
+    }
+
+    pub fn pmd_rxq_show(&mut self) -> Result<RxqShowReply, CtlError> {
+        self.typed(&Request::PmdRxqShow)
+    }
+
+    pub fn pmd_rxq_rebalance(&mut self, args: RebalanceArgs) -> Result<RebalanceReply, CtlError> {
+        self.typed(&Request::PmdRxqRebalance(args))
     }
 
     pub fn add_port(&mut self, spec: PortSpec) -> Result<(), CtlError> {

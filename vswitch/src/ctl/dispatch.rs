@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::protocol::{
-    CaptureArgs, ChannelsReply, FdbReply, PmdStatsReply, ShowReply, StatsReply, COMMANDS,
+    CaptureArgs, ChannelsReply, FdbReply, PmdStatsReply, RebalanceArgs, RebalanceReply,
+    RxqShowReply, ShowReply, StatsReply, COMMANDS,
 };
 use crate::capture::Tap;
 use crate::config::PortSpec;
@@ -20,6 +21,10 @@ pub trait CtlHandler: Send + Sync {
     fn stats(&self) -> StatsReply;
     fn fdb(&self) -> FdbReply;
     fn pmd_stats(&self) -> PmdStatsReply;
+    /// Which poll thread polls which queue, and each queue's load.
+    fn pmd_rxq_show(&self) -> RxqShowReply;
+    /// Moves queues between poll threads by measured load (or, dry run, says how it would).
+    fn pmd_rxq_rebalance(&self, args: &RebalanceArgs) -> Result<RebalanceReply, String>;
     /// Fast-path channels granted by the hooks, with their counters.
     fn channels(&self) -> ChannelsReply {
         ChannelsReply::default()
@@ -74,6 +79,13 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
         "stats" => no_args(&args).and_then(|()| to_data(handler.stats())),
         "fdb" => no_args(&args).and_then(|()| to_data(handler.fdb())),
         "pmd-stats" => no_args(&args).and_then(|()| to_data(handler.pmd_stats())),
+        "pmd-rxq-show" => no_args(&args).and_then(|()| to_data(handler.pmd_rxq_show())),
+        "pmd-rxq-rebalance" => {
+            field_types(&cmd, &args, &[("dry_run", Kind::Bool)])?;
+            let a: RebalanceArgs = serde_json::from_value(Value::Object(args))
+                .map_err(|e| format!("pmd-rxq-rebalance: {e}"))?;
+            handler.pmd_rxq_rebalance(&a).and_then(to_data)
+        }
         "channels" => no_args(&args).and_then(|()| to_data(handler.channels())),
         "add-port" => {
             field_types(

@@ -2,7 +2,8 @@
 //! `vswitchctl` uses.
 //!
 //! Protocol: one JSON object per line over a unix stream socket. A request is
-//! `{"cmd":"show"|"stats"|"fdb"|"pmd-stats"|"channels"|"add-port"|"del-port"|"capture", ...args}`; each request
+//! `{"cmd":"show"|"stats"|"fdb"|"pmd-stats"|"pmd-rxq-show"|"pmd-rxq-rebalance"|"channels"|
+//! "add-port"|"del-port"|"capture", ...args}`; each request
 //! line gets exactly one response line, `{"ok":true,"data":...}` or
 //! `{"ok":false,"error":"message"}`, except `capture`, whose reply line starts a stream of
 //! pcap bytes that ends the connection ([`stream`]). Requests are bounded in size, connections in number and

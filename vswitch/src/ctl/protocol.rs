@@ -15,7 +15,8 @@ pub use crate::netdev::LinkInfo;
 /// keeps one client from making the switch buffer without limit.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The commands, for error messages.
-pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, channels, add-port, del-port, capture";
+pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, pmd-rxq-show, pmd-rxq-rebalance, \
+                            channels, add-port, del-port, capture";
 
 /// A request, as the client sends it. The server parses by hand (see [`dispatch`]) to give
 /// precise messages, but accepts exactly what this serializes to.
@@ -26,6 +27,8 @@ pub enum Request {
     Stats,
     Fdb,
     PmdStats,
+    PmdRxqShow,
+    PmdRxqRebalance(RebalanceArgs),
     Channels,
     AddPort(PortSpec),
     DelPort {
@@ -33,6 +36,15 @@ pub enum Request {
     },
     /// Answered by a stream of frames, not one reply: see `ctl::stream`.
     Capture(CaptureArgs),
+}
+
+/// The arguments of `pmd-rxq-rebalance`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceArgs {
+    /// Plan and report the moves, make none.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// The arguments of `capture`.
@@ -245,6 +257,90 @@ pub struct PmdStatsReply {
     pub pmds: Vec<PmdStats>,
     /// TSC frequency, if the switch measured it: lets a reader turn cycles into time.
     pub tsc_hz: Option<u64>,
+}
+
+/// What kind of queue a poll thread polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RxqKind {
+    /// A guest's transmit virtqueue.
+    Vhost,
+    /// An uplink device's receive queue.
+    Uplink,
+}
+
+/// One polled queue in `pmd-rxq-show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RxqInfo {
+    pub port: String,
+    /// The virtqueue index of a guest's transmit queue (2 x pair + 1), as in `show`; 0 for an
+    /// uplink's receive queue.
+    pub queue: u16,
+    pub kind: RxqKind,
+    /// Rebalancing leaves it where it is (an uplink's receive queue belongs to its thread).
+    pub pinned: bool,
+    /// Started by its guest (a queue that is not has nothing to poll).
+    pub running: bool,
+    /// TSC cycles its poll threads spent on bursts from it over the window.
+    pub busy_cycles: u64,
+    /// `busy_cycles` as a share of the window: how much of one poll thread's time it takes
+    /// (Open vSwitch's "pmd usage").
+    pub usage_percent: f64,
+}
+
+/// A poll thread and the queues it polls, in `pmd-rxq-show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PmdRxqs {
+    pub id: usize,
+    pub core: Option<usize>,
+    /// TSC cycles of the window it spent in iterations that moved packets.
+    pub busy_cycles: u64,
+    /// `busy_cycles` as a share of the window.
+    pub busy_percent: f64,
+    pub queues: Vec<RxqInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RxqShowReply {
+    /// Length of one measuring interval (`vswitch --pmd-rxq-interval`).
+    pub interval_secs: u32,
+    /// Completed intervals in the window: at most 6, 0 until the first ends.
+    pub intervals: usize,
+    /// Length of the window in TSC cycles (what the percentages are of).
+    pub window_cycles: u64,
+    pub tsc_hz: Option<u64>,
+    pub pmds: Vec<PmdRxqs>,
+}
+
+/// A queue `pmd-rxq-rebalance` moved (or, dry run, would move).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RxqMove {
+    pub port: String,
+    pub queue: u16,
+    pub from_pmd: usize,
+    pub to_pmd: usize,
+    /// Its load over the window, as in `pmd-rxq-show`.
+    pub usage_percent: f64,
+}
+
+/// A poll thread's load (the sum of its queues' usage) before and after a rebalance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PmdLoad {
+    pub id: usize,
+    pub before_percent: f64,
+    pub after_percent: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RebalanceReply {
+    pub dry_run: bool,
+    /// The moves were made. False for a dry run, and when no plan lowers the busiest thread's
+    /// load (then `moves` is empty).
+    pub applied: bool,
+    /// Completed intervals the plan is based on.
+    pub intervals: usize,
+    pub moves: Vec<RxqMove>,
+    pub pmds: Vec<PmdLoad>,
 }
 
 /// One fast-path channel: who owns the dedicated queue, who uses it through a view, and the

@@ -17,6 +17,74 @@ pub struct FakeSwitch {
     pub ports: Mutex<Vec<PortSpec>>,
     /// The capture hook of its one capturable port, `vm1`.
     pub tap: Arc<Tap>,
+    /// The `pmd-rxq-rebalance` requests it got.
+    pub rebalances: Mutex<Vec<RebalanceArgs>>,
+}
+
+/// Two poll threads: `vm1`'s queues 1 and 3 on pmd 0, an uplink pinned on pmd 1.
+pub fn sample_rxq_show() -> RxqShowReply {
+    let q = |port: &str, queue, kind, usage: u64| RxqInfo {
+        port: port.into(),
+        queue,
+        kind,
+        pinned: kind == RxqKind::Uplink,
+        running: true,
+        busy_cycles: usage * 1_000_000,
+        usage_percent: usage as f64,
+    };
+    RxqShowReply {
+        interval_secs: 10,
+        intervals: 6,
+        window_cycles: 100_000_000,
+        tsc_hz: Some(2_000_000_000),
+        pmds: vec![
+            PmdRxqs {
+                id: 0,
+                core: Some(1),
+                busy_cycles: 75_000_000,
+                busy_percent: 75.0,
+                queues: vec![
+                    q("vm1", 1, RxqKind::Vhost, 50),
+                    q("vm1", 3, RxqKind::Vhost, 20),
+                ],
+            },
+            PmdRxqs {
+                id: 1,
+                core: Some(2),
+                busy_cycles: 5_000_000,
+                busy_percent: 5.0,
+                queues: vec![q("up0", 0, RxqKind::Uplink, 4)],
+            },
+        ],
+    }
+}
+
+/// What the fake answers to `pmd-rxq-rebalance`: `vm1` queue 3 from pmd 0 to pmd 1.
+pub fn sample_rebalance(args: &RebalanceArgs) -> RebalanceReply {
+    RebalanceReply {
+        dry_run: args.dry_run,
+        applied: !args.dry_run,
+        intervals: 6,
+        moves: vec![RxqMove {
+            port: "vm1".into(),
+            queue: 3,
+            from_pmd: 0,
+            to_pmd: 1,
+            usage_percent: 20.0,
+        }],
+        pmds: vec![
+            PmdLoad {
+                id: 0,
+                before_percent: 70.0,
+                after_percent: 50.0,
+            },
+            PmdLoad {
+                id: 1,
+                before_percent: 4.0,
+                after_percent: 24.0,
+            },
+        ],
+    }
 }
 
 pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
@@ -109,6 +177,13 @@ impl CtlHandler for FakeSwitch {
             }],
             tsc_hz: Some(2_000_000_000),
         }
+    }
+    fn pmd_rxq_show(&self) -> RxqShowReply {
+        sample_rxq_show()
+    }
+    fn pmd_rxq_rebalance(&self, args: &RebalanceArgs) -> Result<RebalanceReply, String> {
+        self.rebalances.lock().unwrap().push(args.clone());
+        Ok(sample_rebalance(args))
     }
     fn add_port(&self, spec: PortSpec) -> Result<(), String> {
         if spec.name == "boom" {

@@ -77,6 +77,12 @@ fn test_ctl_round_trip_every_command() {
     assert_eq!(c.stats().unwrap(), server.switch.stats());
     assert_eq!(c.fdb().unwrap(), server.switch.fdb());
     assert_eq!(c.pmd_stats().unwrap(), server.switch.pmd_stats());
+    assert_eq!(c.pmd_rxq_show().unwrap(), sample_rxq_show());
+    let dry = RebalanceArgs { dry_run: true };
+    assert_eq!(
+        c.pmd_rxq_rebalance(dry.clone()).unwrap(),
+        sample_rebalance(&dry)
+    );
     c.del_port("vm1").unwrap();
     assert!(server.switch.ports.lock().unwrap().is_empty());
 }
@@ -160,6 +166,53 @@ fn test_ctl_show_with_arguments() {
         m.contains("takes no arguments") && m.contains("port"),
         "{m}"
     );
+}
+
+#[test]
+fn test_ctl_pmd_rxq_wire_format() {
+    let server = TestServer::start();
+    let mut raw = Raw::connect(&server.path);
+    let r = raw.request(r#"{"cmd":"pmd-rxq-show"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["data"]["pmds"][0]["queues"][1]["queue"], 3);
+    assert_eq!(r["data"]["pmds"][1]["queues"][0]["kind"], "uplink");
+    assert_eq!(r["data"]["pmds"][1]["queues"][0]["pinned"], true);
+    // `dry_run` is optional and defaults to false.
+    let r = raw.request(r#"{"cmd":"pmd-rxq-rebalance"}"#);
+    assert_eq!(r["data"]["applied"], true, "{r}");
+    let r = raw.request(r#"{"cmd":"pmd-rxq-rebalance","dry_run":true}"#);
+    assert_eq!(r["data"]["applied"], false, "{r}");
+    assert_eq!(r["data"]["moves"][0]["to_pmd"], 1, "{r}");
+    assert_eq!(
+        *server.switch.rebalances.lock().unwrap(),
+        vec![
+            RebalanceArgs { dry_run: false },
+            RebalanceArgs { dry_run: true }
+        ]
+    );
+}
+
+#[test]
+fn test_ctl_pmd_rxq_bad_arguments() {
+    let server = TestServer::start();
+    let mut raw = Raw::connect(&server.path);
+    let m = raw.refused_then_usable(b"{\"cmd\":\"pmd-rxq-show\",\"pmd\":0}\n");
+    assert!(
+        m.contains("pmd-rxq-show takes no arguments, got `pmd`"),
+        "{m}"
+    );
+    let m = raw.refused_then_usable(b"{\"cmd\":\"pmd-rxq-rebalance\",\"dry_run\":\"yes\"}\n");
+    assert!(
+        m.contains("`dry_run` must be a boolean, got a string"),
+        "{m}"
+    );
+    let m = raw.refused_then_usable(b"{\"cmd\":\"pmd-rxq-rebalance\",\"dryrun\":true}\n");
+    assert!(
+        m.starts_with("pmd-rxq-rebalance:") && m.contains("unknown field `dryrun`"),
+        "{m}"
+    );
+    // None of them reached the switch.
+    assert!(server.switch.rebalances.lock().unwrap().is_empty());
 }
 
 #[test]

@@ -667,7 +667,13 @@ pub fn send(g: &mut impl Nic, frames: &[Vec<u8>]) {
             tx.reclaim();
             assert!(
                 Instant::now() < deadline,
-                "the switch took no frame from the guest's TX queue within {RECV_TIMEOUT:?}"
+                "the switch took no frame from the guest's TX queue within {RECV_TIMEOUT:?}: \
+                 avail index {}, used index {}, {} of {} descriptors free, driver errors {:?}",
+                tx.avail_idx(),
+                tx.raw().used_idx(),
+                tx.free_count(),
+                tx.size(),
+                tx.errors
             );
             std::thread::yield_now();
         }

@@ -6,19 +6,24 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, Subcommand};
 use vswitch::config::{PortMode, PortSpec};
-use vswitch::ctl::{CtlClient, CtlError, Request};
+use vswitch::ctl::{CtlClient, CtlError, RebalanceArgs, Request};
 
 mod capture;
 mod render;
 #[cfg(test)]
 mod tests;
 
-use render::{render_channels, render_fdb, render_pmd_stats, render_show, render_stats};
+use render::{
+    render_channels, render_fdb, render_pmd_stats, render_rebalance, render_rxq_show, render_show,
+    render_stats,
+};
 
 const AFTER_HELP: &str = "\
 EXAMPLES:
   vswitchctl --ctl /run/vswitch/ctl.sock show
   vswitchctl --ctl /run/vswitch/ctl.sock pmd-stats
+  vswitchctl --ctl /run/vswitch/ctl.sock pmd-rxq-show
+  vswitchctl --ctl /run/vswitch/ctl.sock pmd-rxq-rebalance --dry-run
   vswitchctl --ctl /run/vswitch/ctl.sock stats --json | jq '.ports[].drops'
   vswitchctl --ctl /run/vswitch/ctl.sock add-port --name vm3 --server /run/vswitch/vm3.sock --vlan 20 --queues 2
   VSWITCH_CTL=/run/vswitch/ctl.sock vswitchctl del-port vm3
@@ -62,6 +67,24 @@ enum Command {
     Fdb,
     /// Poll-mode threads: packets, busy and idle cycles, cycles per packet, rx queues.
     PmdStats,
+    /// Which poll thread polls which queue, and each queue's load ("usage": its share of the
+    /// poll thread's time, from the TSC cycles spent on its bursts over the last 6 intervals
+    /// of `vswitch --pmd-rxq-interval`, 10 s by default), like Open vSwitch's
+    /// `dpif-netdev/pmd-rxq-show`. Queues are virtqueue indices as in `show` (the guest
+    /// transmit queue of pair N is 2N+1); an uplink's receive queue (`rx`) is pinned to its
+    /// thread.
+    PmdRxqShow,
+    /// Reassign guest queues to poll threads by the load `pmd-rxq-show` reports: heaviest
+    /// first, each to the least loaded thread (Open vSwitch's `cycles` assignment), applied
+    /// only when that lowers the busiest thread's load. Each move is logged. A queue moves
+    /// without a frame lost or reordered: its old thread stops polling it before the new one
+    /// starts, and meanwhile frames wait in the guest's ring. Needs at least two poll threads
+    /// and one completed measuring interval.
+    PmdRxqRebalance {
+        /// Print the plan and move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Fast-path channels granted by the hooks: owner, user, mode, counters.
     Channels,
     /// Add a vhost-user port to the running switch.
@@ -160,6 +183,10 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::Stats => Request::Stats,
         Command::Fdb => Request::Fdb,
         Command::PmdStats => Request::PmdStats,
+        Command::PmdRxqShow => Request::PmdRxqShow,
+        Command::PmdRxqRebalance { dry_run } => {
+            Request::PmdRxqRebalance(RebalanceArgs { dry_run: *dry_run })
+        }
         Command::Channels => Request::Channels,
         Command::AddPort {
             name,
@@ -214,6 +241,10 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Request::Stats => render_stats(&serde_json::from_value(data).map_err(decode)?),
         Request::Fdb => render_fdb(&serde_json::from_value(data).map_err(decode)?),
         Request::PmdStats => render_pmd_stats(&serde_json::from_value(data).map_err(decode)?),
+        Request::PmdRxqShow => render_rxq_show(&serde_json::from_value(data).map_err(decode)?),
+        Request::PmdRxqRebalance(_) => {
+            render_rebalance(&serde_json::from_value(data).map_err(decode)?)
+        }
         Request::Channels => render_channels(&serde_json::from_value(data).map_err(decode)?),
         Request::AddPort(spec) => format!("added port {}\n", spec.name),
         Request::DelPort { name } => format!("deleted port {name}\n"),

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use vswitch::ctl::{ChannelsReply, DeviceInfo, FdbReply, PmdStatsReply, ShowReply, StatsReply};
+use vswitch::ctl::{
+    ChannelsReply, DeviceInfo, FdbReply, PmdStatsReply, RebalanceReply, RxqShowReply, ShowReply,
+    StatsReply,
+};
 use vswitch::fdb::format_mac;
 
 /// Left-aligned text columns, right-aligned where `numeric`, two spaces apart.
@@ -257,6 +260,16 @@ fn percent(part: u64, total: u64) -> String {
     }
 }
 
+const NO_PMDS: &str = "no pmd threads\n";
+
+/// `pmd thread ID core_id CORE`, as Open vSwitch heads a poll thread's section.
+fn pmd_heading(id: usize, core: Option<usize>) -> String {
+    match core {
+        Some(c) => format!("pmd thread {id} core_id {c}"),
+        None => format!("pmd thread {id} unpinned"),
+    }
+}
+
 /// Laid out like Open vSwitch's `ovs-appctl dpif-netdev/pmd-stats-show`, so operators who
 /// know that output can read this one.
 pub(crate) fn render_pmd_stats(reply: &PmdStatsReply) -> String {
@@ -265,15 +278,12 @@ pub(crate) fn render_pmd_stats(reply: &PmdStatsReply) -> String {
         let _ = writeln!(out, "cycles are TSC cycles at {:.1} MHz", hz as f64 / 1e6);
     }
     if reply.pmds.is_empty() {
-        out.push_str("no pmd threads\n");
+        out.push_str(NO_PMDS);
         return out;
     }
     for p in &reply.pmds {
-        let core = p
-            .core
-            .map_or("unpinned".to_owned(), |c| format!("core_id {c}"));
         let total = p.busy_cycles.saturating_add(p.idle_cycles);
-        let _ = writeln!(out, "pmd thread {} {core}:", p.id);
+        let _ = writeln!(out, "{}:", pmd_heading(p.id, p.core));
         let _ = writeln!(out, "  packets received: {}", p.packets);
         let _ = writeln!(out, "  iterations: {}", p.iterations);
         if p.iterations > 0 {
@@ -315,6 +325,108 @@ pub(crate) fn render_pmd_stats(reply: &PmdStatsReply) -> String {
             p.rx_queues.join(" ")
         };
         let _ = writeln!(out, "  rx queues: {queues}");
+    }
+    out
+}
+
+/// One section per poll thread, its queues as a table, in the spirit of Open vSwitch's
+/// `dpif-netdev/pmd-rxq-show`.
+pub(crate) fn render_rxq_show(r: &RxqShowReply) -> String {
+    let mut out = String::new();
+    if r.intervals == 0 {
+        let _ = writeln!(
+            out,
+            "no load measured yet: the first {} s interval has not ended",
+            r.interval_secs
+        );
+    } else {
+        let secs = r.tsc_hz.filter(|&hz| hz > 0).map_or(String::new(), |hz| {
+            format!(" ({:.1} s)", r.window_cycles as f64 / hz as f64)
+        });
+        let _ = writeln!(
+            out,
+            "load over the last {} interval(s) of {} s{secs}; usage: share of the poll thread's time",
+            r.intervals, r.interval_secs
+        );
+    }
+    if r.pmds.is_empty() {
+        out.push_str(NO_PMDS);
+        return out;
+    }
+    for p in &r.pmds {
+        let _ = writeln!(
+            out,
+            "{}: {:.2}% busy",
+            pmd_heading(p.id, p.core),
+            p.busy_percent
+        );
+        if p.queues.is_empty() {
+            out.push_str("  no queues\n");
+            continue;
+        }
+        let rows: Vec<Vec<String>> = p
+            .queues
+            .iter()
+            .map(|q| {
+                let (queue, state) = if q.pinned {
+                    ("rx".to_owned(), "pinned")
+                } else if q.running {
+                    (q.queue.to_string(), "running")
+                } else {
+                    (q.queue.to_string(), "stopped")
+                };
+                vec![
+                    q.port.clone(),
+                    queue,
+                    state.to_owned(),
+                    format!("{:.2}%", q.usage_percent),
+                ]
+            })
+            .collect();
+        let t = table(
+            &["PORT", "QUEUE", "STATE", "USAGE"],
+            &[false, true, false, true],
+            &rows,
+        );
+        for line in t.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+pub(crate) fn render_rebalance(r: &RebalanceReply) -> String {
+    let mut out = String::new();
+    if r.moves.is_empty() {
+        out.push_str(
+            "nothing to move: no placement the plan finds lowers the busiest poll thread's load\n",
+        );
+    } else {
+        let verb = if r.applied {
+            "moved"
+        } else {
+            "dry run: would move"
+        };
+        let _ = writeln!(out, "{verb} {} queue(s):", r.moves.len());
+        for m in &r.moves {
+            let _ = writeln!(
+                out,
+                "  {} queue {}: pmd {} -> pmd {} ({:.2}%)",
+                m.port, m.queue, m.from_pmd, m.to_pmd, m.usage_percent
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "estimated load per poll thread, from the last {} interval(s):",
+        r.intervals
+    );
+    for p in &r.pmds {
+        let _ = writeln!(
+            out,
+            "  pmd {}: {:.2}% -> {:.2}%",
+            p.id, p.before_percent, p.after_percent
+        );
     }
     out
 }

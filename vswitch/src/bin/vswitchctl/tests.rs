@@ -7,14 +7,16 @@ use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vswitch::ctl::{
-    serve, CtlHandler, DeviceInfo, FdbReply, LinkInfo, PmdStats, PmdStatsReply, PortInfo,
-    PortState, PortStats, QueueInfo, RemoteVtepInfo, ShowReply, StatsReply, TunnelInfo, UplinkInfo,
+    serve, CtlHandler, DeviceInfo, FdbReply, LinkInfo, PmdLoad, PmdRxqs, PmdStats, PmdStatsReply,
+    PortInfo, PortState, PortStats, QueueInfo, RebalanceArgs, RebalanceReply, RemoteVtepInfo,
+    RxqInfo, RxqKind, RxqMove, RxqShowReply, ShowReply, StatsReply, TunnelInfo, UplinkInfo,
 };
 use vswitch::fdb::{FdbCounters, FdbEntry};
 
 #[derive(Default)]
 struct Fake {
     added: Mutex<Vec<PortSpec>>,
+    rebalanced: Mutex<Vec<RebalanceArgs>>,
 }
 
 impl CtlHandler for Fake {
@@ -139,6 +141,85 @@ impl CtlHandler for Fake {
             }],
             tsc_hz: Some(2_500_000_000),
         }
+    }
+    fn pmd_rxq_show(&self) -> RxqShowReply {
+        RxqShowReply {
+            interval_secs: 1,
+            intervals: 3,
+            window_cycles: 7_500_000_000,
+            tsc_hz: Some(2_500_000_000),
+            pmds: vec![
+                PmdRxqs {
+                    id: 0,
+                    core: Some(1),
+                    busy_cycles: 5_000_000_000,
+                    busy_percent: 66.67,
+                    queues: vec![
+                        RxqInfo {
+                            port: "vm1".into(),
+                            queue: 1,
+                            kind: RxqKind::Vhost,
+                            pinned: false,
+                            running: true,
+                            busy_cycles: 4_612_500_000,
+                            usage_percent: 61.5,
+                        },
+                        RxqInfo {
+                            port: "vm2".into(),
+                            queue: 3,
+                            kind: RxqKind::Vhost,
+                            pinned: false,
+                            running: false,
+                            busy_cycles: 0,
+                            usage_percent: 0.0,
+                        },
+                        RxqInfo {
+                            port: "up0".into(),
+                            queue: 0,
+                            kind: RxqKind::Uplink,
+                            pinned: true,
+                            running: true,
+                            busy_cycles: 243_750_000,
+                            usage_percent: 3.25,
+                        },
+                    ],
+                },
+                PmdRxqs {
+                    id: 1,
+                    core: None,
+                    busy_cycles: 0,
+                    busy_percent: 0.0,
+                    queues: Vec::new(),
+                },
+            ],
+        }
+    }
+    fn pmd_rxq_rebalance(&self, args: &RebalanceArgs) -> Result<RebalanceReply, String> {
+        self.rebalanced.lock().unwrap().push(args.clone());
+        Ok(RebalanceReply {
+            dry_run: args.dry_run,
+            applied: !args.dry_run,
+            intervals: 3,
+            moves: vec![RxqMove {
+                port: "vm1".into(),
+                queue: 1,
+                from_pmd: 0,
+                to_pmd: 1,
+                usage_percent: 61.5,
+            }],
+            pmds: vec![
+                PmdLoad {
+                    id: 0,
+                    before_percent: 64.75,
+                    after_percent: 3.25,
+                },
+                PmdLoad {
+                    id: 1,
+                    before_percent: 0.0,
+                    after_percent: 61.5,
+                },
+            ],
+        })
     }
     fn add_port(&self, spec: PortSpec) -> Result<(), String> {
         self.added.lock().unwrap().push(spec);
@@ -406,4 +487,122 @@ fn test_vswitchctl_empty_replies() {
     assert_eq!(render_stats(&StatsReply::default()), "no ports\n");
     assert!(render_pmd_stats(&PmdStatsReply::default()).contains("no pmd threads"));
     assert!(render_fdb(&FdbReply::default()).contains("0 entries"));
+}
+
+#[test]
+fn test_vswitchctl_pmd_rxq_show_table_and_json() {
+    let s = Server::start();
+    let out = s.run(&["pmd-rxq-show"]).unwrap();
+    let want = "\
+load over the last 3 interval(s) of 1 s (3.0 s); usage: share of the poll thread's time
+pmd thread 0 core_id 1: 66.67% busy
+  PORT  QUEUE  STATE     USAGE
+  vm1       1  running  61.50%
+  vm2       3  stopped   0.00%
+  up0      rx  pinned    3.25%
+pmd thread 1 unpinned: 0.00% busy
+  no queues
+";
+    assert_eq!(out, want);
+    let json: serde_json::Value =
+        serde_json::from_str(&s.run(&["pmd-rxq-show", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["pmds"][0]["queues"][0]["usage_percent"], 61.5);
+    assert_eq!(json["pmds"][0]["queues"][2]["kind"], "uplink");
+}
+
+#[test]
+fn test_vswitchctl_pmd_rxq_rebalance_and_dry_run() {
+    let s = Server::start();
+    let out = s.run(&["pmd-rxq-rebalance"]).unwrap();
+    let want = "\
+moved 1 queue(s):
+  vm1 queue 1: pmd 0 -> pmd 1 (61.50%)
+estimated load per poll thread, from the last 3 interval(s):
+  pmd 0: 64.75% -> 3.25%
+  pmd 1: 0.00% -> 61.50%
+";
+    assert_eq!(out, want);
+    let out = s.run(&["pmd-rxq-rebalance", "--dry-run"]).unwrap();
+    assert!(
+        out.starts_with("dry run: would move 1 queue(s):\n"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &s.run(&["--json", "pmd-rxq-rebalance", "--dry-run"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["applied"], false);
+    assert_eq!(json["moves"][0]["from_pmd"], 0);
+    let asked: Vec<bool> = s
+        .fake
+        .rebalanced
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.dry_run)
+        .collect();
+    assert_eq!(asked, vec![false, true, true]);
+}
+
+#[test]
+fn test_vswitchctl_pmd_rxq_unknown_options() {
+    for args in [
+        &["pmd-rxq-rebalance", "--force"][..],
+        &["pmd-rxq-rebalance", "pmd0"][..],
+        &["pmd-rxq-show", "--dry-run"][..],
+        &["pmd-rxq-show", "vm1"][..],
+    ] {
+        let argv = ["vswitchctl", "--ctl", "/x"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let err = Cli::try_parse_from(argv).unwrap_err();
+        assert!(
+            matches!(err.kind(), clap::error::ErrorKind::UnknownArgument),
+            "{args:?}: {:?} {err}",
+            err.kind()
+        );
+        // Exit status 2, as --help documents for a bad command line.
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+    }
+}
+
+/// The help clap prints for `args` (after `vswitchctl --ctl /x`) holds every one of `needles`.
+fn assert_help_mentions(args: &[&str], needles: &[&str]) {
+    let argv = ["vswitchctl", "--ctl", "/x"].iter().chain(args);
+    let help = Cli::try_parse_from(argv).unwrap_err().to_string();
+    for needle in needles {
+        assert!(help.contains(needle), "{args:?} lacks `{needle}`:\n{help}");
+    }
+}
+
+#[test]
+fn test_vswitchctl_pmd_rxq_help_explains() {
+    assert_help_mentions(&["--help"], &["pmd-rxq-show", "pmd-rxq-rebalance"]);
+    assert_help_mentions(
+        &["pmd-rxq-rebalance", "--help"],
+        &[
+            "--dry-run",
+            "least loaded",
+            "two poll threads",
+            "lost or reordered",
+        ],
+    );
+    assert_help_mentions(
+        &["pmd-rxq-show", "--help"],
+        &[
+            "--pmd-rxq-interval",
+            "share of the poll thread's time",
+            "pinned",
+        ],
+    );
+}
+
+#[test]
+fn test_vswitchctl_pmd_rxq_empty_replies() {
+    let out = render_rxq_show(&RxqShowReply::default());
+    assert!(out.contains("no load measured yet"), "{out}");
+    assert!(out.contains("no pmd threads"), "{out}");
+    let out = render_rebalance(&RebalanceReply::default());
+    assert!(out.starts_with("nothing to move"), "{out}");
 }
