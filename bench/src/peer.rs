@@ -239,7 +239,7 @@ fn send_window(
                 // already holds this run's frame (it comes back in order, lap after lap) only
                 // gets its sequence number and timestamp, as two stores from registers.
                 let template = &bufs[0];
-                g.send_in_place(dst, std::iter::repeat_n(size, due), |i, id, buf| {
+                g.rewrite_in_place(dst, std::iter::repeat_n(size, due), |i, id, buf| {
                     let id = usize::from(id);
                     if !filled.get(id).copied().unwrap_or(false) {
                         buf.copy_from_slice(template);

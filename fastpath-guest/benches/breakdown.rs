@@ -145,7 +145,7 @@ impl Rig {
         q.reclaim();
         let f = &self.frame;
         for _ in 0..n {
-            assert!(q.push_tx_with(FRAME, |_, b| b.copy_from_slice(f)));
+            assert!(q.push_tx(f));
         }
         q.publish();
         tsc::now() - t

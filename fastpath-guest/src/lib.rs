@@ -681,6 +681,29 @@ impl FastpathGuest {
         &mut self,
         dst: [u8; 6],
         sizes: impl ExactSizeIterator<Item = usize>,
+        fill: impl FnMut(usize, u16, &mut [u8]),
+    ) -> Result<usize> {
+        self.send_in_place_touching(dst, sizes, false, fill)
+    }
+
+    /// [`Self::send_in_place`] for a `fill` that, once a buffer holds its frame, rewrites only
+    /// fields in the buffer's first line (a sequence number, a timestamp): the lines it leaves
+    /// alone are not taken for writing ahead, and stay shared with the reader's core (see
+    /// `vhost_user::driver::DriverQueue::push_tx_rewrite`).
+    pub fn rewrite_in_place(
+        &mut self,
+        dst: [u8; 6],
+        sizes: impl ExactSizeIterator<Item = usize>,
+        fill: impl FnMut(usize, u16, &mut [u8]),
+    ) -> Result<usize> {
+        self.send_in_place_touching(dst, sizes, true, fill)
+    }
+
+    fn send_in_place_touching(
+        &mut self,
+        dst: [u8; 6],
+        sizes: impl ExactSizeIterator<Item = usize>,
+        head_only: bool,
         mut fill: impl FnMut(usize, u16, &mut [u8]),
     ) -> Result<usize> {
         let offered = sizes.len();
@@ -701,7 +724,13 @@ impl FastpathGuest {
         d.queue.reclaim();
         let (mut n, mut bytes) = (0, 0u64);
         for len in sizes {
-            if !d.queue.push_tx_with(len, |id, buf| fill(n, id, buf)) {
+            let f = |id, buf: &mut [u8]| fill(n, id, buf);
+            let queued = if head_only {
+                d.queue.push_tx_rewrite(len, f)
+            } else {
+                d.queue.push_tx_with(len, f)
+            };
+            if !queued {
                 break;
             }
             n += 1;

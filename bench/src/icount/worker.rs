@@ -325,7 +325,7 @@ pub fn pump_fastpath_zerocopy(
             let now = tsc::now();
             let base = sent;
             sent +=
-                s.a.send_in_place(FP_MAC_B, std::iter::repeat_n(size, due), |i, id, buf| {
+                s.a.rewrite_in_place(FP_MAC_B, std::iter::repeat_n(size, due), |i, id, buf| {
                     let id = usize::from(id);
                     if !filled.get(id).copied().unwrap_or(false) {
                         buf.copy_from_slice(template);
