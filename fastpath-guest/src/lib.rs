@@ -677,6 +677,11 @@ impl FastpathGuest {
     /// zero-copy channel the frame is built in the transmit buffer the peer reads, so nothing
     /// is copied; on any other path it is built in scratch memory and sent as [`Self::send`]
     /// would. Returns how many were accepted (the first ones).
+    ///
+    /// On a zero-copy channel a descriptor has two buffers: a small one for frames of up to
+    /// [`owner::ZC_SMALL_SLOT`] bytes with their virtio-net header (64-byte frames among them;
+    /// the small ones lie back to back, so the peer reads consecutive lines), and a big one.
+    /// A sender that remembers what it wrote by `id` remembers it per size class.
     pub fn send_in_place(
         &mut self,
         dst: [u8; 6],

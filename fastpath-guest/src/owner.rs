@@ -18,6 +18,10 @@ use crate::error::Result;
 /// descriptor of one can never be read as the other.
 pub const DEDICATED_GPA_BASE: u64 = 0x4000_0000_0000;
 const PAGE: u64 = 4096;
+/// Zero-copy: bytes of each descriptor's small transmit buffer (`Areas::small_slot`), for frames
+/// of up to 116 bytes with a 12-byte virtio-net header (64-byte frames among them), so that
+/// consecutive small frames the peer reads lie in consecutive lines.
+pub const ZC_SMALL_SLOT: u32 = 128;
 
 /// A dedicated queue, its region and doorbell, on the owner's side.
 pub struct Dedicated {
@@ -39,7 +43,8 @@ impl Dedicated {
     /// what makes per-burst view switching affordable. The areas the peer gets different rights
     /// to start on pages of their own: copy mode puts descriptors and avail ring (read) apart from
     /// the used ring and buffers (read-write); zero-copy puts the used ring (read-write) first,
-    /// apart from the descriptors, avail ring and buffers (read). Two ranges either way.
+    /// apart from the descriptors, avail ring, small transmit buffers ([`ZC_SMALL_SLOT`]) and
+    /// buffers (read). Two ranges either way.
     pub fn new(name: &str, mode: Mode, size: u16, buf_size: u32, hdr_len: usize) -> Result<Self> {
         match Dedicated::build(name, mode, size, buf_size, hdr_len, HUGE) {
             Ok(d) => Ok(d),
@@ -68,7 +73,11 @@ impl Dedicated {
             // [desc, avail] [used, buffers]
             Mode::Copy => rings + round(6 + 8 * n + PAGE + n * u64::from(buf_size)),
             // [used] [desc, avail, buffers]
-            Mode::ZeroCopy => used + round(16 * n + 6 + 2 * n + 2 * PAGE + n * u64::from(buf_size)),
+            Mode::ZeroCopy => {
+                used + round(
+                    16 * n + 6 + 2 * n + 3 * PAGE + n * u64::from(ZC_SMALL_SLOT + buf_size),
+                )
+            }
         };
         let len_usize =
             usize::try_from(len).map_err(|_| crate::Error::Channel("region too large".into()))?;
@@ -81,12 +90,14 @@ impl Dedicated {
                 used_align: page_usize,
                 buffers_align: 4096,
                 used_first: false,
+                small_slot: 0,
             },
             Mode::ZeroCopy => Areas {
                 rings_align: page_usize,
                 used_align: page_usize,
                 buffers_align: 4096,
                 used_first: true,
+                small_slot: ZC_SMALL_SLOT.min(buf_size.saturating_sub(1) & !63),
             },
         };
         let queue = DriverQueue::with_areas(&mut mem, size, buf_size, hdr_len, areas)?;

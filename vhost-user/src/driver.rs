@@ -157,6 +157,15 @@ pub struct Areas {
     pub used_align: usize,
     pub buffers_align: usize,
     pub used_first: bool,
+    /// Transmit queues: bytes of a second, small buffer per descriptor (0: none; else a
+    /// multiple of 64), packed back to back in an area of their own before the buffers. A
+    /// frame that fits one, virtio-net header included, is sent from descriptor `id`'s small
+    /// buffer instead of its big one, so consecutive small frames lie in consecutive lines:
+    /// the lines a sender takes for writing and a reader reads then follow each other, which
+    /// both cores' stream prefetchers pick up. Big buffers are a few KiB apart and each of
+    /// their first lines is a transfer of its own (zero-copy at 64 B: 60.8 against 78.4 Mpps
+    /// with 2112- against 128-byte buffers, Intel Xeon, three alternated runs each).
+    pub small_slot: u32,
 }
 
 impl Default for Areas {
@@ -166,6 +175,7 @@ impl Default for Areas {
             used_align: 4096,
             buffers_align: 4096,
             used_first: false,
+            small_slot: 0,
         }
     }
 }
@@ -178,6 +188,11 @@ pub struct DriverQueue {
     buf_size: u32,
     buf_gpa: u64,
     buf_host: *mut u8,
+    /// Small transmit buffers ([`Areas::small_slot`]): bytes each (0: none), where the first
+    /// one lies.
+    small_slot: u32,
+    small_gpa: u64,
+    small_host: *mut u8,
     /// Free descriptors, oldest first: a device that returns buffers in order (ours do) gets
     /// them back in the same order lap after lap, so avail entry `i` always names descriptor
     /// `i % size` and each descriptor keeps its address: neither line needs rewriting, and the
@@ -196,9 +211,9 @@ pub struct DriverQueue {
     /// Transmit in order ([`DriverQueue::set_in_order`]): buffers in flight, descriptor `i`
     /// for avail slot `i` mod size; `free` and `outstanding` are not used.
     in_order: Option<u16>,
-    /// In order only: the length each descriptor was last written with (addresses never
-    /// change), so a send rewrites a descriptor only when its length changes, without reading
-    /// the table back; and whether every avail slot already names its own descriptor (after a
+    /// In order only: the length each descriptor was last written with (its address follows
+    /// from it: the small buffer or the big one), so a send rewrites a descriptor only when its
+    /// length changes, without reading the table back; and whether every avail slot already names its own descriptor (after a
     /// lap), so sends leave the avail ring alone. Both lines then stay valid in the device's
     /// cache. Only we write these areas: a device that scribbles on them misleads itself.
     desc_len: Vec<u32>,
@@ -230,6 +245,11 @@ impl DriverQueue {
         areas: Areas,
     ) -> Result<Self> {
         crate::ring::check_layout(size, 0, 0, 0).map_err(Error::Invalid)?;
+        if !areas.small_slot.is_multiple_of(64) || areas.small_slot >= buf_size {
+            return Err(Error::Invalid(
+                "small transmit buffers must be whole lines and smaller than the buffers",
+            ));
+        }
         let mut used_at = None;
         if areas.used_first {
             used_at = Some(mem.alloc(used_ring_bytes(size), areas.used_align)?);
@@ -239,6 +259,10 @@ impl DriverQueue {
         let (used, used_gpa) = match used_at {
             Some(u) => u,
             None => mem.alloc(used_ring_bytes(size), areas.used_align)?,
+        };
+        let (small_host, small_gpa) = match areas.small_slot {
+            0 => (std::ptr::null_mut(), 0),
+            n => mem.alloc(usize::from(size) * n as usize, 4096)?,
         };
         // Buffers on pages of their own, so a view can grant them apart from the rings.
         let (bufs, buf_gpa) =
@@ -259,6 +283,9 @@ impl DriverQueue {
             buf_size,
             buf_gpa,
             buf_host: bufs,
+            small_slot: areas.small_slot,
+            small_gpa,
+            small_host,
             free: (0..size).collect(),
             outstanding: vec![false; usize::from(size)],
             avail_idx: 0,
@@ -303,6 +330,27 @@ impl DriverQueue {
     fn buf_host(&self, id: u16) -> *mut u8 {
         self.buf_host
             .wrapping_add(usize::from(id) * self.buf_size as usize)
+    }
+
+    /// Whether a transmitted frame of `len` bytes goes in its descriptor's small buffer.
+    #[inline(always)]
+    fn fits_small(&self, len: usize) -> bool {
+        self.hdr_len + len <= self.small_slot as usize
+    }
+
+    /// Guest-physical address of the buffer descriptor `id` transmits a `len`-byte frame from:
+    /// its small buffer when the frame fits one ([`Areas::small_slot`]), else its buffer.
+    pub fn tx_buf_gpa(&self, id: u16, len: usize) -> u64 {
+        self.tx_gpa(id, self.fits_small(len))
+    }
+
+    #[inline(always)]
+    fn tx_gpa(&self, id: u16, small: bool) -> u64 {
+        if small {
+            self.small_gpa + u64::from(id) * u64::from(self.small_slot)
+        } else {
+            self.buf_gpa(id)
+        }
     }
 
     /// Descriptors free for new buffers.

@@ -107,18 +107,27 @@ impl DriverQueue {
                 (id, self.free.get(TX_PREFETCH_AHEAD).copied())
             }
         };
+        // A frame's size class picks the buffer (the small one or the big one); the frames
+        // ahead are taken to be of this one's.
+        let small = self.fits_small(len);
+        let (base, stride) = if small {
+            (self.small_host, self.small_slot as usize)
+        } else {
+            (self.buf_host, self.buf_size as usize)
+        };
         // Start taking the lines of a buffer a few frames ahead away from the device's core,
         // which read them last lap, so that store does not wait for the transfer.
         if let Some(ahead) = ahead {
-            let q = self.buf_host(ahead);
+            let q = base.wrapping_add(usize::from(ahead) * stride);
             prefetch_write(q);
             if lines > 1 {
                 prefetch_write(q.wrapping_add(64));
             }
         }
-        let p = self.buf_host(id);
-        // SAFETY: buffer `id` is `buf_size` >= total bytes inside our mapping; we own it until
-        // the device returns it (it is not outstanding), and the device only reads it.
+        let p = base.wrapping_add(usize::from(id) * stride);
+        // SAFETY: buffer `id` (its small one when `small`) is `stride` >= total bytes inside
+        // our mapping; we own it until the device returns it (it is not outstanding), and the
+        // device only reads it.
         let frame = unsafe {
             // A virtio-net header is 12 or 10 bytes: fixed-size stores, not a call into memset.
             match self.hdr_len {
@@ -137,19 +146,22 @@ impl DriverQueue {
         fill(id, frame);
         // total <= buf_size, a u32.
         let len = u32::try_from(total).unwrap_or(self.buf_size);
-        let d = Descriptor {
-            addr: self.buf_gpa(id),
+        let desc = |q: &Self| Descriptor {
+            addr: q.tx_gpa(id, small),
             len,
             flags: 0,
             next: 0,
         };
-        match self.desc_len.get_mut(usize::from(id)) {
-            Some(last) if *last == len => {}
-            Some(last) => {
-                self.ring.write_desc(id, d);
-                *last = len;
+        // The length decides the buffer too: an unchanged length is an unchanged descriptor,
+        // and its address is not even computed.
+        let i = usize::from(id);
+        match self.desc_len.get(i).copied() {
+            Some(last) if last == len => {}
+            Some(_) => {
+                self.desc_len[i] = len;
+                self.ring.write_desc(id, desc(self));
             }
-            None => self.ring.write_desc_if_changed(id, d),
+            None => self.ring.write_desc_if_changed(id, desc(self)),
         }
         if self.in_order.is_none() {
             self.outstanding[usize::from(id)] = true;

@@ -2,6 +2,7 @@
 //! returns chains in avail order; and against a device that lies about the used index.
 
 use super::*;
+use crate::driver::Areas;
 
 fn in_order_rig(size: u16) -> Rig {
     let mut r = rig_with(size, 2048, features(false, false, false));
@@ -75,4 +76,100 @@ fn test_in_order_on_a_queue_already_used() {
     assert!(r.drv.push_tx(&frame(60, 1)));
     assert!(!r.drv.set_in_order(), "only a fresh queue switches");
     assert_eq!(r.drv.free_count(), 7);
+}
+
+/// An in-order transmit queue whose descriptors have small buffers of `small` bytes too.
+fn small_slot_rig(size: u16, small: u32) -> Rig {
+    let mut mem = DriverMemory::new("virtq-test-small", 4 << 20, false).unwrap();
+    let areas = Areas {
+        small_slot: small,
+        ..Areas::default()
+    };
+    let mut drv = DriverQueue::with_areas(&mut mem, size, 2048, HDR, areas).unwrap();
+    assert!(drv.set_in_order());
+    let dev = DeviceQueue::new(
+        mem.device_view().unwrap(),
+        drv.layout(),
+        features(false, false, false),
+        0,
+        None,
+        Arc::new(QueueCounters::default()),
+    )
+    .unwrap();
+    let call = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap();
+    Rig {
+        mem,
+        drv,
+        dev,
+        call,
+    }
+}
+
+#[test]
+fn small_frames_go_out_of_consecutive_small_buffers_big_ones_out_of_their_buffers() {
+    let mut r = small_slot_rig(8, 128);
+    // 116 bytes + the 12-byte header fill a 128-byte buffer exactly; 117 do not fit.
+    let lens = [60, 116, 117, 64, 1514, 60, 64, 200];
+    let frames: Vec<_> = (0u8..).zip(lens).map(|(i, l)| frame(l, i)).collect();
+    for f in &frames {
+        assert!(r.drv.push_tx(f));
+    }
+    r.drv.publish();
+    let small_base = r.drv.tx_buf_gpa(0, 60);
+    for (id, &l) in (0u16..).zip(&lens) {
+        let d = r.drv.raw().read_desc(id);
+        assert_eq!(d.len as usize, HDR + l);
+        assert_eq!(d.addr, r.drv.tx_buf_gpa(id, l));
+        if HDR + l <= 128 {
+            assert_eq!(
+                d.addr,
+                small_base + 128 * u64::from(id),
+                "frame {id}: small buffer"
+            );
+        } else {
+            assert_eq!(d.addr, r.drv.buf_gpa(id), "frame {id}: its big buffer");
+        }
+    }
+    assert_eq!(r.dev.pop_tx_burst(), lens.len());
+    let got: Vec<_> = r.dev.burst().iter().map(|c| chain_bytes(c, HDR)).collect();
+    assert_eq!(got, frames);
+    r.dev.complete_burst();
+    assert_eq!(r.drv.reclaim(), lens.len());
+    assert_eq!(r.drv.errors, Default::default());
+}
+
+#[test]
+fn a_descriptor_moving_between_its_small_and_big_buffer_is_rewritten_each_lap() {
+    let mut r = small_slot_rig(4, 128);
+    for lap in 0u8..6 {
+        // Even laps small frames, odd laps big ones, on the same four descriptors.
+        let len = if lap % 2 == 0 { 64 } else { 1000 };
+        let frames: Vec<_> = (0..4).map(|i| frame(len, lap * 4 + i)).collect();
+        for f in &frames {
+            assert!(r.drv.push_tx(f), "lap {lap}");
+        }
+        r.drv.publish();
+        assert_eq!(r.dev.pop_tx_burst(), 4);
+        let got: Vec<_> = r.dev.burst().iter().map(|c| chain_bytes(c, HDR)).collect();
+        assert_eq!(got, frames, "lap {lap}");
+        r.dev.complete_burst();
+        assert_eq!(r.drv.reclaim(), 4);
+    }
+    assert_eq!(r.drv.errors, Default::default());
+}
+
+#[test]
+fn test_small_slot_not_whole_lines() {
+    let mut mem = DriverMemory::new("virtq-test-small-bad", 4 << 20, false).unwrap();
+    for small in [100, 2048, 4096] {
+        let areas = Areas {
+            small_slot: small,
+            ..Areas::default()
+        };
+        let e = DriverQueue::with_areas(&mut mem, 8, 2048, HDR, areas).err();
+        assert!(
+            matches!(e, Some(crate::error::Error::Invalid(_))),
+            "small buffers of {small} bytes with 2048-byte buffers: {e:?}"
+        );
+    }
 }
