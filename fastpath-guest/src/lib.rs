@@ -321,7 +321,7 @@ impl FastpathGuest {
             ..GuestConfig::default()
         };
         let net = Guest::connect(&cfg.socket, &gcfg)?;
-        let hdr_len = net.rx.hdr_len;
+        let hdr_len = net.rx.hdr_len();
         let hooks = match &cfg.hooks {
             Some(p) => Some(HooksClient::connect(
                 p,

@@ -193,6 +193,8 @@ pub struct DriverQueue {
     small_slot: u32,
     small_gpa: u64,
     small_host: *mut u8,
+    /// Frames shorter than this many bytes fit a small buffer with their header (0: none do).
+    small_below: usize,
     /// Free descriptors, oldest first: a device that returns buffers in order (ours do) gets
     /// them back in the same order lap after lap, so avail entry `i` always names descriptor
     /// `i % size` and each descriptor keeps its address: neither line needs rewriting, and the
@@ -218,8 +220,9 @@ pub struct DriverQueue {
     /// cache. Only we write these areas: a device that scribbles on them misleads itself.
     desc_len: Vec<u32>,
     avail_settled: bool,
-    /// virtio-net header length used by this queue's frames (10 or 12).
-    pub hdr_len: usize,
+    /// virtio-net header length used by this queue's frames (10 or 12); fixed at creation
+    /// (`small_below` follows from it).
+    hdr_len: usize,
     pub errors: DriverErrors,
 }
 
@@ -286,6 +289,8 @@ impl DriverQueue {
             small_slot: areas.small_slot,
             small_gpa,
             small_host,
+            small_below: (areas.small_slot as usize + 1).saturating_sub(hdr_len)
+                * usize::from(areas.small_slot > 0),
             free: (0..size).collect(),
             outstanding: vec![false; usize::from(size)],
             avail_idx: 0,
@@ -307,6 +312,11 @@ impl DriverQueue {
 
     pub fn size(&self) -> u16 {
         self.size
+    }
+
+    /// The virtio-net header length of this queue's frames (10 or 12).
+    pub fn hdr_len(&self) -> usize {
+        self.hdr_len
     }
 
     /// The raw ring, for tests that write malformed descriptors and indices.
@@ -335,7 +345,7 @@ impl DriverQueue {
     /// Whether a transmitted frame of `len` bytes goes in its descriptor's small buffer.
     #[inline(always)]
     fn fits_small(&self, len: usize) -> bool {
-        self.hdr_len + len <= self.small_slot as usize
+        len < self.small_below
     }
 
     /// Guest-physical address of the buffer descriptor `id` transmits a `len`-byte frame from:
