@@ -181,9 +181,11 @@ impl DevEntry {
                         remotes: t
                             .remotes
                             .iter()
-                            .map(|r| RemoteVtepInfo {
-                                ip: r.ip.to_string(),
-                                mac: r.mac().map(format_mac),
+                            .filter_map(|r| {
+                                r.addr().map(|ip| RemoteVtepInfo {
+                                    ip: ip.to_string(),
+                                    mac: r.mac().map(format_mac),
+                                })
                             })
                             .collect(),
                         max_inner_frame: mtu.saturating_sub(VXLAN_MTU_OVERHEAD),
