@@ -68,6 +68,8 @@ pub struct Config {
     pub dpdk_eal: Option<Vec<String>>,
     pub dpdk_ports: Vec<DpdkPortSpec>,
     pub vxlan: Vec<VxlanSpec>,
+    /// Remote MACs accepted (and local MACs exported) per EVPN segment.
+    pub evpn_mac_limit: usize,
 }
 
 impl Config {

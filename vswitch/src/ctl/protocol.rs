@@ -16,7 +16,7 @@ pub use crate::netdev::LinkInfo;
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The commands, for error messages.
 pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, pmd-rxq-show, pmd-rxq-rebalance, \
-                            channels, add-port, del-port, capture";
+                            channels, evpn, add-port, del-port, capture";
 
 /// A request, as the client sends it. The server parses by hand (see [`dispatch`]) to give
 /// precise messages, but accepts exactly what this serializes to.
@@ -30,6 +30,7 @@ pub enum Request {
     PmdRxqShow,
     PmdRxqRebalance(RebalanceArgs),
     Channels,
+    Evpn,
     AddPort(PortSpec),
     DelPort {
         name: String,

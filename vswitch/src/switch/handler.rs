@@ -278,6 +278,10 @@ impl CtlHandler for Switch {
         self.rxq_rebalance(args)
     }
 
+    fn evpn(&self) -> crate::evpn::EvpnReply {
+        self.evpn_status()
+    }
+
     fn channels(&self) -> ChannelsReply {
         let Some(h) = &self.hooks else {
             return ChannelsReply::default();
