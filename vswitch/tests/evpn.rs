@@ -1,0 +1,500 @@
+//! BGP EVPN with FRR as the switch's control plane (feature `dpdk`; issue 13), across network
+//! namespaces: each host is a namespace with a `vswitch` (AF_PACKET uplink on the underlay
+//! veth, a VXLAN tunnel with `--evpn` and no static remote), stock FRR (zebra + bgpd, iBGP,
+//! `address-family l2vpn evpn`, `advertise-all-vni`) over a second veth, and a guest. The
+//! switches learn each other only through BGP: type-3 routes give the flood list, type-2 the
+//! remote MACs, read back from the kernel mirror zebra writes.
+//!
+//! The mirror's control input is checked on a real kernel too: FDB entries written by hand on
+//! the mirror's vxlan device for another VNI, for the switch's own VTEP, without
+//! `extern_learn`, or beyond the MAC limit are refused and counted.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::netns::{can_run, mac, ping, veth, Host, Netns, NsSwitch};
+use common::{heavy, wait_for, TestDir};
+use vswitch::evpn::{EvpnReply, EvpnSegmentInfo};
+
+const VNI: u32 = 4343;
+const ZEBRA: &str = "/usr/lib/frr/zebra";
+const BGPD: &str = "/usr/lib/frr/bgpd";
+/// How long BGP may take to bring a route from one host to another.
+const CONVERGE: Duration = Duration::from_secs(40);
+
+/// FRR's daemons and vtysh; under CI missing ones fail the test (.ci/run installs `frr`).
+fn have_frr() -> bool {
+    let ok = Path::new(ZEBRA).exists()
+        && Path::new(BGPD).exists()
+        && std::process::Command::new("vtysh")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("FRR (zebra, bgpd, vtysh) is required under CI; .ci/run installs `frr`");
+        }
+        eprintln!("\n*** SKIPPED: FRR (apt-get install frr) not installed ***\n");
+    }
+    ok
+}
+
+/// zebra and bgpd of one host, in its namespace, with their sockets, pid files and log in a
+/// directory of their own (FRR drops privileges to user `frr`, which must write there).
+struct Frr {
+    ns: String,
+    dir: TestDir,
+    conf: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Frr {
+    fn start(ns: &Netns, tag: &str, me: Ipv4Addr, peers: &[Ipv4Addr]) -> Frr {
+        let dir = TestDir::new(&format!("frr-{tag}"));
+        let chown = std::process::Command::new("chown")
+            .args(["frr:frr", &dir.path().display().to_string()])
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown frr {}", dir.path().display());
+        let conf = dir.join("frr.conf");
+        let mut c = format!(
+            "frr defaults traditional\nhostname {tag}\nlog file {}/frr.log informational\n!\n\
+             router bgp 65000\n bgp router-id {me}\n no bgp default ipv4-unicast\n",
+            dir.path().display()
+        );
+        for p in peers {
+            c.push_str(&format!(
+                " neighbor {p} remote-as 65000\n neighbor {p} timers 1 3\n neighbor {p} timers connect 1\n"
+            ));
+        }
+        c.push_str(" address-family l2vpn evpn\n");
+        for p in peers {
+            c.push_str(&format!("  neighbor {p} activate\n"));
+        }
+        c.push_str("  advertise-all-vni\n exit-address-family\n!\n");
+        std::fs::write(&conf, c).expect("frr.conf");
+        let mut f = Frr {
+            ns: ns.name.clone(),
+            dir,
+            conf,
+            daemons: Vec::new(),
+        };
+        f.spawn(me);
+        f
+    }
+
+    fn spawn(&mut self, me: Ipv4Addr) {
+        let d = self.dir.path().to_path_buf();
+        let common = |daemon: &str| -> Vec<String> {
+            vec![
+                "-N".into(),
+                self.ns.clone(),
+                "-f".into(),
+                self.conf.display().to_string(),
+                "-i".into(),
+                d.join(format!("{daemon}.pid")).display().to_string(),
+                "-z".into(),
+                d.join("zserv.api").display().to_string(),
+                "--vty_socket".into(),
+                d.display().to_string(),
+            ]
+        };
+        for (daemon, extra) in [
+            (ZEBRA, vec![]),
+            (BGPD, vec!["-l".to_owned(), me.to_string()]),
+        ] {
+            let name = Path::new(daemon).file_name().unwrap().to_string_lossy();
+            let out = std::fs::File::create(d.join(format!("{name}.out"))).expect("log");
+            let err = out.try_clone().expect("dup");
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.ns, daemon])
+                .args(common(&name))
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("start FRR daemon");
+            self.daemons.push(child);
+            if daemon == ZEBRA {
+                let z = d.join("zserv.api");
+                assert!(
+                    wait_for(Duration::from_secs(10), || z.exists()),
+                    "zebra did not come up\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// SIGKILL to both daemons: what they installed stays in the kernel, as after a crash.
+    fn kill(&mut self) {
+        for mut c in self.daemons.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for f in ["zserv.api", "zebra.vty", "bgpd.vty"] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+    }
+
+    fn vtysh(&self, cmd: &str) -> String {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
+            .arg(self.dir.path())
+            .args(["-c", cmd])
+            .output()
+            .expect("vtysh");
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        for f in ["zebra.out", "bgpd.out", "frr.log"] {
+            s += &format!(
+                "--- {f} ---\n{}\n",
+                std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
+            );
+        }
+        s
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+/// One EVPN host: namespace, switch, and (for the BGP tests) FRR.
+struct EvpnHost {
+    ns: Netns,
+    sw: NsSwitch,
+    vtep: Ipv4Addr,
+}
+
+impl EvpnHost {
+    fn start(ns: Netns, underlay: &str, vtep: Ipv4Addr, tag: &str, extra: &[&str]) -> EvpnHost {
+        let mut args = vec![
+            "--dpdk-port".to_owned(),
+            format!("up0=net_af_packet0,iface={underlay}"),
+            "--vxlan".to_owned(),
+            format!("vx0={vtep},{VNI},up0"),
+            "--evpn".to_owned(),
+            "vx0".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let sw = NsSwitch::start(&ns, tag, "1", &args);
+        EvpnHost { ns, sw, vtep }
+    }
+
+    fn segment(&self) -> EvpnSegmentInfo {
+        let r: EvpnReply = self.sw.ctl().evpn().expect("evpn");
+        r.segments.into_iter().next().expect("one EVPN segment")
+    }
+
+    /// Waits until `cond` holds of the segment, or fails with what the switch and FRR say.
+    fn wait_segment(&self, what: &str, frr: Option<&Frr>, cond: impl Fn(&EvpnSegmentInfo) -> bool) {
+        let ok = wait_for(CONVERGE, || cond(&self.segment()));
+        assert!(
+            ok,
+            "{what}: {:#?}\n{}\n{}",
+            self.segment(),
+            frr.map(|f| f.vtysh("show bgp l2vpn evpn route") + &f.vtysh("show bgp summary"))
+                .unwrap_or_default(),
+            self.sw.report()
+        );
+    }
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    vswitch::fdb::format_mac(m)
+}
+
+/// Two hosts, each a switch + zebra + bgpd, no static remote VTEP: type-3 routes make the
+/// flood lists, the guests ping each other, type-2 routes carry their MACs (both in BGP's
+/// table and in the switches'), and the mirror goes away with the switch.
+#[test]
+fn evpn_two_hosts_guests_ping_over_bgp_routes() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge"]) || !have_frr() {
+        return;
+    }
+    let (na, nb) = (Netns::new("evpnA"), Netns::new("evpnB"));
+    let (ua, ub) = veth(&na, &nb);
+    // BGP runs over its own link; the kernel routes the VTEP subnet there so that bgpd's
+    // next-hop check resolves (no VXLAN packet ever takes that route: the mirror sends none).
+    let (ca, cb) = veth(&na, &nb);
+    let (bgp_a, bgp_b) = (Ipv4Addr::new(172, 30, 0, 1), Ipv4Addr::new(172, 30, 0, 2));
+    for (ns, dev, ip) in [(&na, &ca, bgp_a), (&nb, &cb, bgp_b)] {
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
+        ns.ip(&["route", "add", "10.96.0.0/24", "dev", dev]);
+    }
+    let a = EvpnHost::start(na, &ua, Ipv4Addr::new(10, 96, 0, 1), "evpn-a", &[]);
+    let b = EvpnHost::start(nb, &ub, Ipv4Addr::new(10, 96, 0, 2), "evpn-b", &[]);
+    let br = format!("evbr{VNI}");
+    for h in [&a, &b] {
+        let links = h.ns.exec(&["ip", "-br", "link"]);
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(
+            links.contains(&br) && links.contains(&format!("evvx{VNI}")),
+            "mirror missing:\n{links}"
+        );
+    }
+    let fa = Frr::start(&a.ns, "hA", bgp_a, &[bgp_b]);
+    let fb = Frr::start(&b.ns, "hB", bgp_b, &[bgp_a]);
+
+    // Type-3 routes: each switch floods to the other, learned from BGP alone.
+    a.wait_segment("A's flood list from B's type-3 route", Some(&fa), |s| {
+        s.flood_vteps == vec![b.vtep.to_string()]
+    });
+    b.wait_segment("B's flood list from A's type-3 route", Some(&fb), |s| {
+        s.flood_vteps == vec![a.vtep.to_string()]
+    });
+
+    let (ip_a, ip_b) = (
+        Ipv4Addr::new(192, 168, 94, 1),
+        Ipv4Addr::new(192, 168, 94, 2),
+    );
+    let mut ga = Host::new(&a.sw.sock(), "evpn-guest-a", mac(1), ip_a);
+    let mut gb = Host::new(&b.sw.sock(), "evpn-guest-b", mac(2), ip_b);
+    let rtt = ping(&mut [&mut ga, &mut gb], 0, ip_b, 5, 56);
+    eprintln!("evpn guest A -> guest B: rtt {rtt:?}");
+    let rtt = ping(&mut [&mut ga, &mut gb], 1, ip_a, 5, 1000);
+    eprintln!("evpn guest B -> guest A: rtt {rtt:?}");
+
+    // Type-2 routes: each guest's MAC exported by its switch, installed in the other.
+    let (ma, mb) = (mac_text(mac(1)), mac_text(mac(2)));
+    a.wait_segment("A exports its guest and has B's from BGP", Some(&fa), |s| {
+        s.local_macs.iter().any(|m| m.mac == ma && m.port == "g")
+            && s.remote_macs
+                .iter()
+                .any(|m| m.mac == mb && m.vtep == b.vtep.to_string())
+    });
+    b.wait_segment("B exports its guest and has A's from BGP", Some(&fb), |s| {
+        s.local_macs.iter().any(|m| m.mac == mb)
+            && s.remote_macs
+                .iter()
+                .any(|m| m.mac == ma && m.vtep == a.vtep.to_string())
+    });
+    let routes = fa.vtysh("show bgp l2vpn evpn route");
+    assert!(
+        routes.contains(&format!("[2]:[0]:[48]:[{mb}]"))
+            && routes.contains(&format!("[3]:[0]:[32]:[{}]", b.vtep))
+            && routes.contains(&format!("[2]:[0]:[48]:[{ma}]")),
+        "A's BGP table lacks B's type-2/type-3 routes or its own:\n{routes}"
+    );
+    let routes = fb.vtysh("show bgp l2vpn evpn route");
+    assert!(
+        routes.contains(&format!("[2]:[0]:[48]:[{ma}]"))
+            && routes.contains(&format!("[3]:[0]:[32]:[{}]", a.vtep)),
+        "B's BGP table lacks A's routes:\n{routes}"
+    );
+    // Known unicast now goes to one VTEP (no flooding needed), still both ways.
+    ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 1400);
+    for h in [&a, &b] {
+        let s = h.segment();
+        assert_eq!(s.refused.total(), 0, "nothing FRR sends is refused: {s:#?}");
+        assert_eq!(s.kernel_errors, 0, "{s:#?}");
+        let text = h.sw.vswitchctl(&["evpn"]);
+        assert!(text.contains("remote MACs (from BGP): 1"), "{text}");
+        let json = h.sw.vswitchctl(&["evpn", "--json"]);
+        let back: EvpnReply = serde_json::from_str(&json).expect("evpn --json");
+        assert_eq!(back.segments[0].vni, VNI);
+    }
+    drop((ga, gb));
+    let EvpnHost { ns: ns_a, sw, .. } = a;
+    sw.stop();
+    let links = ns_a.exec(&["ip", "-br", "link"]);
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains(&br),
+        "mirror left behind after stop:\n{links}"
+    );
+    drop((fa, fb));
+    b.sw.stop();
+}
+
+/// Runs `bridge fdb ARGS` in the namespace, asserting success.
+fn bridge_fdb(ns: &Netns, args: &[&str]) {
+    let mut a = vec!["bridge", "fdb"];
+    a.extend_from_slice(args);
+    ns.exec_ok(&a);
+}
+
+/// Control input the mirror must refuse, written straight into its kernel objects (no FRR):
+/// an entry for another VNI, one whose VTEP is the switch's own address, a unicast entry
+/// without `extern_learn`, and MACs beyond `--evpn-mac-limit`. Each is counted by reason;
+/// the good entries are installed and a withdrawn one leaves.
+#[test]
+fn test_evpn_bad_fdb_entries_refused_and_counted() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge"]) {
+        return;
+    }
+    let (na, nk) = (Netns::new("evpnbad"), Netns::new("evpnbad-far"));
+    let (ua, _uk) = veth(&na, &nk);
+    let vtep = Ipv4Addr::new(10, 95, 0, 1);
+    let h = EvpnHost::start(na, &ua, vtep, "evpn-bad", &["--evpn-mac-limit", "2"]);
+    let vx = format!("evvx{VNI}");
+    let other_vni = (VNI + 1).to_string();
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "00:00:00:00:00:00",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.2",
+            "self",
+            "permanent",
+        ],
+    );
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:01",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.2",
+            "self",
+            "extern_learn",
+        ],
+    );
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:02",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.3",
+            "self",
+            "extern_learn",
+        ],
+    );
+    // Beyond the limit of 2.
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:03",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.2",
+            "self",
+            "extern_learn",
+        ],
+    );
+    // Our own VTEP.
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:04",
+            "dev",
+            &vx,
+            "dst",
+            &vtep.to_string(),
+            "self",
+            "extern_learn",
+        ],
+    );
+    // Another VNI.
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:05",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.2",
+            "vni",
+            &other_vni,
+            "self",
+            "extern_learn",
+        ],
+    );
+    // Not from a control plane.
+    bridge_fdb(
+        &h.ns,
+        &[
+            "add",
+            "02:00:00:00:00:06",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.2",
+            "self",
+        ],
+    );
+    h.wait_segment("bad entries refused by reason", None, |s| {
+        s.refused.mac_limit >= 1
+            && s.refused.own_vtep == 1
+            && s.refused.unknown_vni == 1
+            && s.refused.not_extern_learn == 1
+    });
+    let s = h.segment();
+    assert_eq!(s.flood_vteps, vec!["10.95.0.2".to_owned()]);
+    let remote: Vec<(String, String)> = s
+        .remote_macs
+        .iter()
+        .map(|m| (m.mac.clone(), m.vtep.clone()))
+        .collect();
+    assert_eq!(
+        remote,
+        vec![
+            ("02:00:00:00:00:01".to_owned(), "10.95.0.2".to_owned()),
+            ("02:00:00:00:00:02".to_owned(), "10.95.0.3".to_owned()),
+        ]
+    );
+    // The switch's tunnel uses exactly these: two VTEP slots, the flood one resolved by ARP
+    // later (nobody answers here), the other not flooded to.
+    let show = h.sw.show();
+    let t = show
+        .devices
+        .iter()
+        .find_map(|d| d.tunnel.as_ref())
+        .expect("tunnel");
+    let mut ips: Vec<&str> = t.remotes.iter().map(|r| r.ip.as_str()).collect();
+    ips.sort();
+    assert_eq!(ips, vec!["10.95.0.2", "10.95.0.3"]);
+    assert_eq!(t.learned_macs, 2);
+    // Withdrawn: the MAC and (with nothing else behind it) its VTEP leave the tunnel.
+    bridge_fdb(
+        &h.ns,
+        &[
+            "del",
+            "02:00:00:00:00:02",
+            "dev",
+            &vx,
+            "dst",
+            "10.95.0.3",
+            "self",
+        ],
+    );
+    h.wait_segment("withdrawn MAC removed", None, |s| s.remote_macs.len() == 1);
+    assert!(wait_for(Duration::from_secs(5), || {
+        h.sw.show()
+            .devices
+            .iter()
+            .find_map(|d| d.tunnel.clone())
+            .is_some_and(|t| t.remotes.len() == 1 && t.learned_macs == 1)
+    }));
+    h.sw.stop();
+}
