@@ -444,12 +444,14 @@ fn test_evpn_bad_fdb_entries_refused_and_counted() {
         ],
     );
     h.wait_segment("bad entries refused by reason", None, |s| {
-        s.refused.mac_limit >= 1
+        s.refused.mac_limit == 1
             && s.refused.own_vtep == 1
             && s.refused.unknown_vni == 1
             && s.refused.not_extern_learn == 1
     });
     let s = h.segment();
+    assert_eq!(s.refused.total(), 4, "{s:#?}");
+    assert_eq!(s.refused_present, 4, "{s:#?}");
     assert_eq!(s.flood_vteps, vec!["10.95.0.2".to_owned()]);
     let remote: Vec<(String, String)> = s
         .remote_macs

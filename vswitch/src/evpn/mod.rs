@@ -375,10 +375,13 @@ impl Worker {
         };
         self.resyncs += 1;
         for s in &mut self.segments {
-            s.remote.clear();
+            s.remote.begin_dump();
         }
         for m in &entries {
             self.apply(m, true);
+        }
+        for s in &mut self.segments {
+            s.remote.end_dump();
         }
     }
 

@@ -51,6 +51,9 @@ pub struct EvpnSegmentInfo {
     /// From BGP (type-3 routes): where broadcast and unknown unicast go.
     pub flood_vteps: Vec<String>,
     pub refused: Refused,
+    /// Refused entries still in the kernel (each counted once in `refused`).
+    #[serde(default)]
+    pub refused_present: usize,
     /// Kernel writes that failed (exports, mirror ports).
     pub kernel_errors: u64,
     /// Full reads of the kernel's FDB (at start, after an overrun, every minute).
@@ -93,6 +96,7 @@ pub(super) fn segment_info(
             .collect(),
         flood_vteps: s.remote.flood.iter().map(|v| v.to_string()).collect(),
         refused: s.remote.refused,
+        refused_present: s.remote.refused_present(),
         kernel_errors: s.kernel_errors,
         resyncs,
     }

@@ -141,6 +141,12 @@ pub enum Change {
     FloodRemoved,
 }
 
+/// An entry's identity in the kernel: MAC, `dst`, per-entry VNI.
+type EntryKey = (Option<Mac>, Option<IpAddr>, Option<u32>);
+/// Refused entries remembered, so that one that stays in the kernel is counted once rather
+/// than at every full read; beyond this many, each read counts them again.
+const REFUSED_MEMORY: usize = 4096;
+
 /// The remote side of one VNI, as the control plane describes it.
 #[derive(Debug, Clone)]
 pub struct RemoteTable {
@@ -152,7 +158,12 @@ pub struct RemoteTable {
     pub vtep_limit: usize,
     pub macs: BTreeMap<Mac, Ipv4Addr>,
     pub flood: BTreeSet<Ipv4Addr>,
+    /// Refusals, each counted when the entry appears (not again while it stays).
     pub refused: Refused,
+    /// Refused entries still in the kernel, as far as the notifications tell.
+    refused_present: BTreeSet<EntryKey>,
+    /// During a full read: the refused entries it met.
+    dump_seen: Option<BTreeSet<EntryKey>>,
 }
 
 fn unicast_host(ip: Ipv4Addr) -> bool {
@@ -169,7 +180,14 @@ impl RemoteTable {
             macs: BTreeMap::new(),
             flood: BTreeSet::new(),
             refused: Refused::default(),
+            refused_present: BTreeSet::new(),
+            dump_seen: None,
         }
+    }
+
+    /// Refused entries that are (as far as is known) still in the kernel.
+    pub fn refused_present(&self) -> usize {
+        self.refused_present.len()
     }
 
     /// Every remote VTEP the table refers to.
@@ -183,13 +201,39 @@ impl RemoteTable {
         self.flood.contains(&ip) || self.macs.values().any(|v| *v == ip)
     }
 
-    /// Applies one entry of this segment's vxlan device; a refusal is counted here.
+    /// Applies one entry of this segment's vxlan device; a refusal is counted here, once
+    /// per appearance of the entry (a withdrawal is never counted).
     pub fn apply(&mut self, e: &VxlanFdb) -> Result<Change, Refusal> {
+        let key = (e.mac, e.dst, e.vni);
+        if !e.add {
+            self.refused_present.remove(&key);
+        }
         let r = self.check_and_apply(e);
-        if let Err(why) = r {
-            self.refused.count(why);
+        if let (Err(why), true) = (r, e.add) {
+            if !self.refused_present.contains(&key) {
+                self.refused.count(why);
+                if self.refused_present.len() < REFUSED_MEMORY {
+                    self.refused_present.insert(key);
+                }
+            }
+            if let Some(seen) = &mut self.dump_seen {
+                seen.insert(key);
+            }
         }
         r
+    }
+
+    /// Starts a full read: the remote state is rebuilt from what it delivers.
+    pub fn begin_dump(&mut self) {
+        self.clear();
+        self.dump_seen = Some(BTreeSet::new());
+    }
+
+    /// Ends a full read: refused entries it did not meet are gone from the kernel.
+    pub fn end_dump(&mut self) {
+        if let Some(seen) = self.dump_seen.take() {
+            self.refused_present.retain(|k| seen.contains(k));
+        }
     }
 
     fn check_and_apply(&mut self, e: &VxlanFdb) -> Result<Change, Refusal> {
@@ -492,6 +536,29 @@ mod tests {
             t.apply(&entry(true, [0x01, 0, 0x5e, 0, 0, 1], B)),
             Err(Refusal::BadEntry)
         );
+    }
+
+    #[test]
+    fn test_refused_entry_counted_once_while_it_stays() {
+        let mut t = table();
+        let bad = entry(true, M1, LOCAL);
+        assert_eq!(t.apply(&bad), Err(Refusal::OwnVtep));
+        // A full read meets it again: not a new refusal.
+        t.begin_dump();
+        assert_eq!(t.apply(&bad), Err(Refusal::OwnVtep));
+        t.end_dump();
+        assert_eq!(t.refused.own_vtep, 1);
+        assert_eq!(t.refused_present(), 1);
+        // Its withdrawal is not a refusal; written again, it counts again.
+        assert_eq!(t.apply(&entry(false, M1, LOCAL)), Err(Refusal::OwnVtep));
+        assert_eq!(t.refused.own_vtep, 1);
+        assert_eq!(t.refused_present(), 0);
+        t.apply(&bad).unwrap_err();
+        assert_eq!(t.refused.own_vtep, 2);
+        // Gone without a notification (an overrun): the next full read forgets it.
+        t.begin_dump();
+        t.end_dump();
+        assert_eq!(t.refused_present(), 0);
     }
 
     #[test]

@@ -63,14 +63,15 @@ pub fn render(r: &EvpnReply) -> String {
         let f = &g.refused;
         let _ = writeln!(
             s,
-            "  refused: {} (unknown vni {}, own vtep {}, bad entry {}, not extern_learn {}, mac limit {}, vtep limit {})",
+            "  refused: {} (unknown vni {}, own vtep {}, bad entry {}, not extern_learn {}, mac limit {}, vtep limit {}); {} still in the kernel",
             f.total(),
             f.unknown_vni,
             f.own_vtep,
             f.bad_entry,
             f.not_extern_learn,
             f.mac_limit,
-            f.vtep_limit
+            f.vtep_limit,
+            g.refused_present
         );
         let _ = writeln!(
             s,
