@@ -49,6 +49,7 @@ fn have_frr() -> bool {
 /// directory of their own (FRR drops privileges to user `frr`, which must write there).
 struct Frr {
     ns: String,
+    me: Ipv4Addr,
     dir: TestDir,
     conf: PathBuf,
     daemons: Vec<Child>,
@@ -65,7 +66,8 @@ impl Frr {
         let conf = dir.join("frr.conf");
         let mut c = format!(
             "frr defaults traditional\nhostname {tag}\nlog file {}/frr.log informational\n!\n\
-             router bgp 65000\n bgp router-id {me}\n no bgp default ipv4-unicast\n",
+             router bgp 65000\n bgp router-id {me}\n no bgp default ipv4-unicast\n \
+",
             dir.path().display()
         );
         for p in peers {
@@ -81,15 +83,17 @@ impl Frr {
         std::fs::write(&conf, c).expect("frr.conf");
         let mut f = Frr {
             ns: ns.name.clone(),
+            me,
             dir,
             conf,
             daemons: Vec::new(),
         };
-        f.spawn(me);
+        f.spawn();
         f
     }
 
-    fn spawn(&mut self, me: Ipv4Addr) {
+    fn spawn(&mut self) {
+        let me = self.me;
         let d = self.dir.path().to_path_buf();
         let common = |daemon: &str| -> Vec<String> {
             vec![
@@ -216,6 +220,50 @@ impl EvpnHost {
     }
 }
 
+/// Two hosts A (VTEP 10.96.0.1) and B (10.96.0.2) on one underlay veth, BGP between their
+/// kernels over a second veth, switches and FRR up, and each switch's flood list holding the
+/// other (type-3 routes). `extra`: more arguments for both switches, `extra_b` for B's.
+fn two_hosts(tag: &str, extra: &[&str], extra_b: &[&str]) -> (EvpnHost, EvpnHost, Frr, Frr) {
+    let (na, nb) = (
+        Netns::new(&format!("{tag}A")),
+        Netns::new(&format!("{tag}B")),
+    );
+    let (ua, ub) = veth(&na, &nb);
+    // BGP runs over its own link; the kernel routes the VTEP subnet there so that bgpd's
+    // next-hop check resolves (no VXLAN packet ever takes that route: the mirror sends none).
+    let (ca, cb) = veth(&na, &nb);
+    let (bgp_a, bgp_b) = (Ipv4Addr::new(172, 30, 0, 1), Ipv4Addr::new(172, 30, 0, 2));
+    for (ns, dev, ip) in [(&na, &ca, bgp_a), (&nb, &cb, bgp_b)] {
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
+        ns.ip(&["route", "add", "10.96.0.0/24", "dev", dev]);
+    }
+    let all_b: Vec<&str> = extra.iter().chain(extra_b).copied().collect();
+    let a = EvpnHost::start(
+        na,
+        &ua,
+        Ipv4Addr::new(10, 96, 0, 1),
+        &format!("{tag}-a"),
+        extra,
+    );
+    let b = EvpnHost::start(
+        nb,
+        &ub,
+        Ipv4Addr::new(10, 96, 0, 2),
+        &format!("{tag}-b"),
+        &all_b,
+    );
+    let fa = Frr::start(&a.ns, "hA", bgp_a, &[bgp_b]);
+    let fb = Frr::start(&b.ns, "hB", bgp_b, &[bgp_a]);
+    // Type-3 routes: each switch floods to the other, learned from BGP alone.
+    a.wait_segment("A's flood list from B's type-3 route", Some(&fa), |s| {
+        s.flood_vteps == vec![b.vtep.to_string()]
+    });
+    b.wait_segment("B's flood list from A's type-3 route", Some(&fb), |s| {
+        s.flood_vteps == vec![a.vtep.to_string()]
+    });
+    (a, b, fa, fb)
+}
+
 fn mac_text(m: [u8; 6]) -> String {
     vswitch::fdb::format_mac(m)
 }
@@ -229,18 +277,7 @@ fn evpn_two_hosts_guests_ping_over_bgp_routes() {
     if !can_run(&["ip", "bridge"]) || !have_frr() {
         return;
     }
-    let (na, nb) = (Netns::new("evpnA"), Netns::new("evpnB"));
-    let (ua, ub) = veth(&na, &nb);
-    // BGP runs over its own link; the kernel routes the VTEP subnet there so that bgpd's
-    // next-hop check resolves (no VXLAN packet ever takes that route: the mirror sends none).
-    let (ca, cb) = veth(&na, &nb);
-    let (bgp_a, bgp_b) = (Ipv4Addr::new(172, 30, 0, 1), Ipv4Addr::new(172, 30, 0, 2));
-    for (ns, dev, ip) in [(&na, &ca, bgp_a), (&nb, &cb, bgp_b)] {
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
-        ns.ip(&["route", "add", "10.96.0.0/24", "dev", dev]);
-    }
-    let a = EvpnHost::start(na, &ua, Ipv4Addr::new(10, 96, 0, 1), "evpn-a", &[]);
-    let b = EvpnHost::start(nb, &ub, Ipv4Addr::new(10, 96, 0, 2), "evpn-b", &[]);
+    let (a, b, fa, fb) = two_hosts("evpn", &[], &[]);
     let br = format!("evbr{VNI}");
     for h in [&a, &b] {
         let links = h.ns.exec(&["ip", "-br", "link"]);
@@ -250,16 +287,6 @@ fn evpn_two_hosts_guests_ping_over_bgp_routes() {
             "mirror missing:\n{links}"
         );
     }
-    let fa = Frr::start(&a.ns, "hA", bgp_a, &[bgp_b]);
-    let fb = Frr::start(&b.ns, "hB", bgp_b, &[bgp_a]);
-
-    // Type-3 routes: each switch floods to the other, learned from BGP alone.
-    a.wait_segment("A's flood list from B's type-3 route", Some(&fa), |s| {
-        s.flood_vteps == vec![b.vtep.to_string()]
-    });
-    b.wait_segment("B's flood list from A's type-3 route", Some(&fb), |s| {
-        s.flood_vteps == vec![a.vtep.to_string()]
-    });
 
     let (ip_a, ip_b) = (
         Ipv4Addr::new(192, 168, 94, 1),
@@ -499,4 +526,148 @@ fn test_evpn_bad_fdb_entries_refused_and_counted() {
             .is_some_and(|t| t.remotes.len() == 1 && t.learned_macs == 1)
     }));
     h.sw.stop();
+}
+
+/// FRR on host B dies (SIGKILL: what zebra installed stays in B's kernel) while the guests
+/// ping. A's bgpd loses the session and withdraws B's routes (FRR 8.4 keeps no stale EVPN
+/// paths), but both switches run with `--evpn-hold 60`: A holds what was withdrawn, so
+/// forwarding goes on both ways through the outage. FRR comes back: the routes come back in
+/// BGP and in both switches (nothing held any more), and the guests still ping.
+#[test]
+fn evpn_frr_killed_and_restarted_forwarding_continues() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge"]) || !have_frr() {
+        return;
+    }
+    let (a, b, fa, mut fb) = two_hosts("evpnrs", &["--evpn-hold", "60"], &[]);
+    let (ip_a, ip_b) = (
+        Ipv4Addr::new(192, 168, 93, 1),
+        Ipv4Addr::new(192, 168, 93, 2),
+    );
+    let mut ga = Host::new(&a.sw.sock(), "evpnrs-guest-a", mac(1), ip_a);
+    let mut gb = Host::new(&b.sw.sock(), "evpnrs-guest-b", mac(2), ip_b);
+    ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 56);
+    let (ma, mb) = (mac_text(mac(1)), mac_text(mac(2)));
+    let converged = |s: &EvpnSegmentInfo, other: &str| s.remote_macs.iter().any(|m| m.mac == other);
+    a.wait_segment("A has B's MAC", Some(&fa), |s| converged(s, &mb));
+    b.wait_segment("B has A's MAC", Some(&fb), |s| converged(s, &ma));
+
+    fb.kill();
+    // Through the BGP hold time (3 s) and well beyond.
+    let t0 = std::time::Instant::now();
+    let mut rounds = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        ping(&mut [&mut ga, &mut gb], 0, ip_b, 1, 56);
+        ping(&mut [&mut ga, &mut gb], 1, ip_a, 1, 56);
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("{rounds} ping rounds while B's FRR was down");
+    // A's bgpd lost the session and withdrew B's routes; A's switch holds them.
+    let sa = a.segment();
+    assert!(
+        sa.remote_macs.is_empty()
+            && sa.flood_vteps.is_empty()
+            && sa.held_macs == 1
+            && sa.held_flood_vteps == 1,
+        "A's BGP withdrew B's routes and A holds them: {sa:#?}\n{}",
+        fa.vtysh("show bgp summary")
+    );
+    let text = a.sw.vswitchctl(&["evpn"]);
+    assert!(
+        text.contains("withdrawn but held (--evpn-hold): 1 MACs, 1 flood vteps"),
+        "{text}"
+    );
+
+    fb.spawn();
+    let back = wait_for(CONVERGE, || {
+        let r = fb.vtysh("show bgp l2vpn evpn route");
+        r.contains(&format!("[2]:[0]:[48]:[{ma}]"))
+            && r.contains(&format!("[3]:[0]:[32]:[{}]", a.vtep))
+    });
+    assert!(
+        back,
+        "B's routes did not come back:\n{}\n{}",
+        fb.vtysh("show bgp l2vpn evpn route"),
+        fb.log()
+    );
+    b.wait_segment("B has A's routes again", Some(&fb), |s| {
+        converged(s, &ma) && s.flood_vteps == vec![a.vtep.to_string()]
+    });
+    a.wait_segment("A has B's routes again", Some(&fa), |s| {
+        converged(s, &mb)
+            && s.flood_vteps == vec![b.vtep.to_string()]
+            && s.held_macs == 0
+            && s.held_flood_vteps == 0
+    });
+    ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 56);
+    ping(&mut [&mut ga, &mut gb], 1, ip_a, 3, 56);
+    drop((ga, gb));
+    drop((fa, fb));
+    a.sw.stop();
+    b.sw.stop();
+}
+
+/// MAC mobility: guest X moves from host A to host B (a second port there) and announces
+/// itself with a gratuitous ARP. B exports X, BGP carries the move (a type-2 route with a
+/// higher sequence number), A stops exporting X and installs it behind B's VTEP; a new guest
+/// on A then reaches X at B.
+#[test]
+fn evpn_mac_moves_between_hosts() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge"]) || !have_frr() {
+        return;
+    }
+    let dir = TestDir::new("evpn-mobility");
+    let g2 = dir.join("g2.sock");
+    let (a, b, fa, fb) = two_hosts(
+        "evpnmv",
+        &[],
+        &["--vhost-server", &format!("g2={}", g2.display())],
+    );
+    let (ip_x, ip_y, ip_z) = (
+        Ipv4Addr::new(192, 168, 92, 1),
+        Ipv4Addr::new(192, 168, 92, 2),
+        Ipv4Addr::new(192, 168, 92, 3),
+    );
+    let (mx, my) = (mac_text(mac(1)), mac_text(mac(2)));
+    let mut x = Host::new(&a.sw.sock(), "evpnmv-x-at-a", mac(1), ip_x);
+    let mut y = Host::new(&b.sw.sock(), "evpnmv-y", mac(2), ip_y);
+    ping(&mut [&mut x, &mut y], 0, ip_y, 3, 56);
+    b.wait_segment("B has X behind A", Some(&fb), |s| {
+        s.remote_macs
+            .iter()
+            .any(|m| m.mac == mx && m.vtep == a.vtep.to_string())
+    });
+
+    // X moves: its old connection goes away, it comes up on B and says so.
+    drop(x);
+    let mut x = Host::new(&g2, "evpnmv-x-at-b", mac(1), ip_x);
+    x.garp();
+    b.wait_segment("B exports X on its new port", Some(&fb), |s| {
+        s.local_macs.iter().any(|m| m.mac == mx && m.port == "g2")
+            && !s.remote_macs.iter().any(|m| m.mac == mx)
+    });
+    a.wait_segment("A has X behind B, no longer local", Some(&fa), |s| {
+        s.remote_macs
+            .iter()
+            .any(|m| m.mac == mx && m.vtep == b.vtep.to_string())
+            && !s.local_macs.iter().any(|m| m.mac == mx)
+    });
+    let routes = fa.vtysh("show bgp l2vpn evpn route type macip");
+    assert!(
+        routes.contains("MM:1"),
+        "no MAC mobility sequence in A's routes:\n{routes}"
+    );
+    // A new guest at A reaches X at B, and Y still answers.
+    let mut z = Host::new(&a.sw.sock(), "evpnmv-z", mac(3), ip_z);
+    ping(&mut [&mut z, &mut x, &mut y], 0, ip_x, 3, 56);
+    ping(&mut [&mut z, &mut x, &mut y], 0, ip_y, 3, 56);
+    assert!(x.answered >= 3, "X at B answered {}", x.answered);
+    let sa = a.segment();
+    assert!(sa.remote_macs.iter().any(|m| m.mac == my), "{sa:#?}");
+    drop((x, y, z));
+    drop((fa, fb));
+    a.sw.stop();
+    b.sw.stop();
 }

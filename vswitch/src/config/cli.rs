@@ -34,6 +34,7 @@ CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     metrics = \"9101\"                # optional, [ADDR:]PORT, see --metrics
     mac_aging_secs = 300
     evpn_mac_limit = 4096            # optional, see --evpn-mac-limit
+    evpn_hold_secs = 0               # optional, see --evpn-hold
     log = \"info\"
 
     dpdk_eal = \"-l 0 --in-memory --no-huge -m 512\"   # optional, see --dpdk-eal
@@ -172,6 +173,14 @@ pub(super) struct Cli {
     /// ones (1..=65536, default 4096); more are refused and counted (`vswitchctl evpn`).
     #[arg(long = "evpn-mac-limit", value_name = "N", allow_hyphen_values = true)]
     pub(super) evpn_mac_limit: Option<String>,
+
+    /// Keep a remote MAC or flood VTEP that BGP withdraws in the data path for SECS seconds
+    /// (0..=3600, default 0: withdrawals act at once), unless a route brings it back; a MAC
+    /// move always acts at once. Rides out a restart of FRR on this or the other host (FRR 8.4
+    /// keeps no stale EVPN routes across a BGP restart); a MAC that is really gone still gets
+    /// frames for SECS seconds, which its old VTEP drops.
+    #[arg(long = "evpn-hold", value_name = "SECS", allow_hyphen_values = true)]
+    pub(super) evpn_hold: Option<String>,
 
     /// Listen for fast-path guests on this unix socket (the hypervisor hooks): they ask there
     /// for channels to each other. Needs --fastpath-manifest.

@@ -73,6 +73,8 @@ pub enum ConfigError {
     },
     #[error("EVPN MAC limit `{value}` is out of range: expected 1..=65536 MACs per segment")]
     EvpnMacLimitOutOfRange { value: String },
+    #[error("EVPN hold `{value}` seconds is out of range: expected 0..=3600")]
+    EvpnHoldOutOfRange { value: String },
     #[error("MAC aging `{value}` seconds is out of range: expected 1..=86400")]
     MacAgingOutOfRange { value: String },
     #[error("log filter `{value}` is not valid: {reason} (expected a level off|error|warn|info|debug|trace, or target=level,...)")]

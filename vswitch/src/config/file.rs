@@ -19,6 +19,7 @@ pub(super) struct FileConfig {
     pub(super) metrics: Option<String>,
     pub(super) mac_aging_secs: Option<i64>,
     pub(super) evpn_mac_limit: Option<i64>,
+    pub(super) evpn_hold_secs: Option<i64>,
     pub(super) log: Option<String>,
     pub(super) hooks: Option<PathBuf>,
     pub(super) fastpath_manifest: Option<PathBuf>,

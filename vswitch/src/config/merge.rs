@@ -157,6 +157,20 @@ pub(super) fn build(
                 .clone()
                 .unwrap_or_else(|| evpn_mac_limit.to_string()),
         })?;
+    let evpn_hold = match (&cli.evpn_hold, file.evpn_hold_secs) {
+        (Some(text), _) => text.trim().parse::<i64>().unwrap_or(-1),
+        (None, Some(n)) => n,
+        (None, None) => 0,
+    };
+    let evpn_hold_secs = u32::try_from(evpn_hold)
+        .ok()
+        .filter(|n| *n <= crate::evpn::MAX_HOLD_SECS)
+        .ok_or_else(|| ConfigError::EvpnHoldOutOfRange {
+            value: cli
+                .evpn_hold
+                .clone()
+                .unwrap_or_else(|| evpn_hold.to_string()),
+        })?;
 
     let mut mtu_set = BTreeSet::new();
     for value in &cli.dpdk_mtu {
@@ -363,5 +377,6 @@ pub(super) fn build(
         dpdk_ports,
         vxlan,
         evpn_mac_limit,
+        evpn_hold_secs,
     })
 }

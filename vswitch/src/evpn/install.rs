@@ -5,6 +5,13 @@
 //! keeps them right: a VTEP that goes away first loses its MACs, then its slot; a slot is
 //! reused only after its MACs are gone, and a slot freed in this pass is taken last, so a
 //! frame in flight is never sent to a VTEP that took over an index a moment ago.
+//!
+//! A withdrawal may be held (`--evpn-hold`): a remote MAC or flood VTEP the control plane
+//! removes stays in the data path for that many seconds unless a route brings it back or moves
+//! the MAC (a move always takes effect at once). That rides out a restart of the control plane
+//! on either side, which stock FRR 8.4 does not preserve for EVPN routes (its graceful restart
+//! keeps no stale L2VPN EVPN paths); the price is that a MAC or VTEP really gone still gets
+//! frames for the hold time, which the far end drops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -22,10 +29,19 @@ pub struct Installed {
     slot_of: BTreeMap<Ipv4Addr, usize>,
     /// Remote MACs installed, and the slot each points at.
     macs: BTreeMap<Mac, usize>,
+    /// Seconds a withdrawal is held.
+    hold: u32,
+    /// What the data path was given last time (the table plus what is held).
+    last_macs: BTreeMap<Mac, Ipv4Addr>,
+    last_flood: BTreeSet<Ipv4Addr>,
+    /// Withdrawn but held: MAC -> (its VTEP, the second it was withdrawn).
+    held_macs: BTreeMap<Mac, (Ipv4Addr, u32)>,
+    /// Withdrawn flood VTEPs held, with the second each was withdrawn.
+    held_flood: BTreeMap<Ipv4Addr, u32>,
 }
 
 impl Installed {
-    pub fn new(port: &VxlanPort) -> Installed {
+    pub fn new(port: &VxlanPort, hold_secs: u32) -> Installed {
         let static_slots = port
             .remotes
             .iter()
@@ -34,8 +50,48 @@ impl Installed {
             .collect();
         Installed {
             static_slots,
+            hold: hold_secs,
             ..Installed::default()
         }
+    }
+
+    /// Withdrawn MACs and flood VTEPs still in the data path.
+    pub fn held(&self) -> (usize, usize) {
+        (self.held_macs.len(), self.held_flood.len())
+    }
+
+    /// The table plus the withdrawals still held at `now`.
+    fn effective(
+        &mut self,
+        table: &RemoteTable,
+        now: u32,
+    ) -> (BTreeMap<Mac, Ipv4Addr>, BTreeSet<Ipv4Addr>) {
+        let current = table.effective_macs();
+        for (mac, ip) in &self.last_macs {
+            if !current.contains_key(mac) {
+                self.held_macs.entry(*mac).or_insert((*ip, now));
+            }
+        }
+        for ip in &self.last_flood {
+            if !table.flood.contains(ip) {
+                self.held_flood.entry(*ip).or_insert(now);
+            }
+        }
+        let hold = self.hold;
+        let live = |since: u32| now.wrapping_sub(since) < hold;
+        self.held_macs
+            .retain(|mac, (_, since)| !current.contains_key(mac) && live(*since));
+        self.held_flood
+            .retain(|ip, since| !table.flood.contains(ip) && live(*since));
+        let mut macs = current;
+        for (mac, (ip, _)) in &self.held_macs {
+            macs.insert(*mac, *ip);
+        }
+        let mut flood = table.flood.clone();
+        flood.extend(self.held_flood.keys().copied());
+        self.last_macs = macs.clone();
+        self.last_flood = flood.clone();
+        (macs, flood)
     }
 
     /// Slots left for the control plane.
@@ -54,10 +110,12 @@ impl Installed {
     /// control plane, not traffic, keeps them alive). Returns how many VTEPs found no slot
     /// (the table's limit makes that 0 unless the port changed under it).
     pub fn sync(&mut self, port: &VxlanPort, table: &RemoteTable, now: u32) -> usize {
-        let wanted: BTreeSet<Ipv4Addr> = table
-            .vteps()
-            .into_iter()
+        let (macs, flood) = self.effective(table, now);
+        let wanted: BTreeSet<Ipv4Addr> = flood
+            .iter()
+            .chain(macs.values())
             .filter(|ip| !self.static_slots.contains_key(ip))
+            .copied()
             .collect();
         // VTEPs gone: their MACs first, then the slot.
         let gone: Vec<(Ipv4Addr, usize)> = self
@@ -84,9 +142,7 @@ impl Installed {
             .macs
             .iter()
             .filter(|(mac, slot)| {
-                table
-                    .macs
-                    .get(*mac)
+                macs.get(*mac)
                     .and_then(|ip| self.slot(*ip))
                     .is_none_or(|s| s != **slot)
             })
@@ -109,16 +165,16 @@ impl Installed {
                 .or_else(|| (0..port.remotes.len()).find(free));
             match slot {
                 Some(s) => {
-                    port.remotes[s].occupy(*ip, table.flood.contains(ip));
+                    port.remotes[s].occupy(*ip, flood.contains(ip));
                     self.slot_of.insert(*ip, s);
                 }
                 None => homeless += 1,
             }
         }
         for (ip, s) in &self.slot_of {
-            port.remotes[*s].set_flood(table.flood.contains(ip));
+            port.remotes[*s].set_flood(flood.contains(ip));
         }
-        for (mac, ip) in &table.macs {
+        for (mac, ip) in &macs {
             let Some(s) = self.slot(*ip) else { continue };
             port.vteps
                 .learn(0, *mac, u16::try_from(s).unwrap_or(u16::MAX), now);
@@ -165,6 +221,7 @@ mod tests {
             dst: Some(IpAddr::V4(ip)),
             vni: None,
             extern_learn: true,
+            master: false,
         })
         .unwrap();
     }
@@ -177,6 +234,7 @@ mod tests {
             dst: Some(IpAddr::V4(ip)),
             vni: None,
             extern_learn: true,
+            master: false,
         })
         .unwrap();
     }
@@ -184,7 +242,7 @@ mod tests {
     #[test]
     fn test_install_vteps_flood_and_macs() {
         let p = port(&[STATIC]);
-        let mut inst = Installed::new(&p);
+        let mut inst = Installed::new(&p, 0);
         assert_eq!(inst.free_slots(&p), MAX_REMOTES - 1);
         let mut t = RemoteTable::new(100, LOCAL, 16, inst.free_slots(&p));
         add(&mut t, [0; 6], B);
@@ -209,7 +267,7 @@ mod tests {
     #[test]
     fn test_install_mac_moves_then_vtep_goes() {
         let p = port(&[]);
-        let mut inst = Installed::new(&p);
+        let mut inst = Installed::new(&p, 0);
         let mut t = RemoteTable::new(100, LOCAL, 16, MAX_REMOTES);
         add(&mut t, M1, B);
         inst.sync(&p, &t, 0);
@@ -233,7 +291,7 @@ mod tests {
     #[test]
     fn test_install_freed_slot_not_reused_in_same_pass() {
         let p = port(&[]);
-        let mut inst = Installed::new(&p);
+        let mut inst = Installed::new(&p, 0);
         let mut t = RemoteTable::new(100, LOCAL, 16, MAX_REMOTES);
         add(&mut t, [0; 6], B);
         inst.sync(&p, &t, 0);
@@ -247,9 +305,40 @@ mod tests {
     }
 
     #[test]
+    fn test_install_withdrawal_held_then_dropped() {
+        let p = port(&[]);
+        let mut inst = Installed::new(&p, 10);
+        let mut t = RemoteTable::new(100, LOCAL, 16, MAX_REMOTES);
+        add(&mut t, [0; 6], B);
+        add(&mut t, M1, B);
+        add(&mut t, M2, B);
+        inst.sync(&p, &t, 100);
+        // The control plane goes away: everything withdrawn at once.
+        t.clear();
+        inst.sync(&p, &t, 101);
+        let b = p.remote_index(B).expect("B held");
+        assert!(p.remotes[b].floods());
+        assert_eq!(p.vteps.lookup(0, M1, 101), Some(u16::try_from(b).unwrap()));
+        assert_eq!(inst.held(), (2, 1));
+        // It comes back with M1 moved to C: the move is immediate, M2 stays held.
+        add(&mut t, [0; 6], B);
+        add(&mut t, M1, C);
+        inst.sync(&p, &t, 105);
+        let c = p.remote_index(C).unwrap();
+        assert_eq!(p.vteps.lookup(0, M1, 105), Some(u16::try_from(c).unwrap()));
+        assert_eq!(inst.held(), (1, 0));
+        // M2 never comes back: gone after the hold.
+        inst.sync(&p, &t, 110);
+        assert_eq!(p.vteps.lookup(0, M2, 110), Some(u16::try_from(b).unwrap()));
+        inst.sync(&p, &t, 111);
+        assert_eq!(p.vteps.lookup(0, M2, 111), None);
+        assert_eq!(inst.held(), (0, 0));
+    }
+
+    #[test]
     fn test_install_every_slot_taken() {
         let p = port(&[]);
-        let mut inst = Installed::new(&p);
+        let mut inst = Installed::new(&p, 0);
         let mut t = RemoteTable::new(100, LOCAL, 64, MAX_REMOTES + 4);
         for i in 0..MAX_REMOTES + 2 {
             let ip = Ipv4Addr::new(10, 1, 0, u8::try_from(i + 1).unwrap());

@@ -45,6 +45,8 @@ use crate::wire::VXLAN_PORT;
 
 /// Default of `--evpn-mac-limit`: remote MACs accepted per segment (and local MACs exported).
 pub const DEFAULT_MAC_LIMIT: usize = 4096;
+/// Most seconds `--evpn-hold` may hold a withdrawal.
+pub const MAX_HOLD_SECS: u32 = 3600;
 /// How long the mirror waits for notifications before looking at the switch again.
 const TICK: Duration = Duration::from_millis(100);
 /// How often local MACs are compared with the switch's table.
@@ -142,6 +144,7 @@ fn create_segment(
     nl: &mut Rtnl,
     port: &Arc<VxlanPort>,
     mac_limit: usize,
+    hold_secs: u32,
 ) -> Result<Segment, String> {
     let vni = port.vni;
     let what = |step: &str, e: std::io::Error| {
@@ -178,10 +181,10 @@ fn create_segment(
             return Err(what(&format!("creating vxlan device {vx} in {br}"), e));
         }
     };
-    let installed = Installed::new(port);
+    let installed = Installed::new(port, hold_secs);
     let vtep_limit = installed.free_slots(port);
     tracing::info!(
-        "evpn {}: mirror {br} + {vx} (vni {vni}, local vtep {}), up to {mac_limit} remote MACs and {vtep_limit} remote VTEPs",
+        "evpn {}: mirror {br} + {vx} (vni {vni}, local vtep {}), up to {mac_limit} remote MACs and {vtep_limit} remote VTEPs, withdrawals held {hold_secs} s",
         port.name,
         port.local
     );
@@ -227,13 +230,14 @@ impl Mirror {
         shared: Arc<Shared>,
         ports: PortList,
         mac_limit: usize,
+        hold_secs: u32,
     ) -> Result<Mirror, String> {
         let mut nl = Rtnl::open().map_err(|e| format!("evpn: netlink socket: {e}"))?;
         // Subscribed before anything is read: no change falls between the dump and the events.
         let events = Events::open(TICK).map_err(|e| format!("evpn: netlink notifications: {e}"))?;
         let mut segments = Vec::new();
         for t in tunnels {
-            match create_segment(&mut nl, t, mac_limit) {
+            match create_segment(&mut nl, t, mac_limit, hold_secs) {
                 Ok(s) => segments.push(s),
                 Err(e) => {
                     for s in &segments {
@@ -348,20 +352,34 @@ impl Worker {
         let Some(e) = parse_fdb(msg, add) else {
             return false;
         };
-        let Some(seg) = self.segments.iter_mut().find(|s| s.vxlan == e.ifindex) else {
+        let Some(seg) = self
+            .segments
+            .iter_mut()
+            .find(|s| s.vxlan == e.ifindex || s.mirrors.values().any(|(i, _)| *i == e.ifindex))
+        else {
             return false;
         };
-        match seg.remote.apply(&e) {
-            Ok(c) => c != translate::Change::None,
-            Err(why) => {
-                tracing::debug!(
-                    "evpn {} (vni {}): refused FDB entry {e:?}: {why:?}",
-                    seg.port.name,
-                    seg.port.vni
-                );
-                false
-            }
+        let mac = e.mac.filter(|_| e.master);
+        if e.ifindex != seg.vxlan {
+            // The bridge's entry on a guest's mirror port: the MAC is local here.
+            return mac.is_some_and(|m| seg.remote.note_bridge_entry(m, e.add));
         }
+        let mut changed = false;
+        if let (Some(m), true) = (mac, e.add) {
+            changed |= seg.remote.note_bridge_entry(m, false);
+        }
+        changed
+            | match seg.remote.apply(&e) {
+                Ok(c) => c != translate::Change::None,
+                Err(why) => {
+                    tracing::debug!(
+                        "evpn {} (vni {}): refused FDB entry {e:?}: {why:?}",
+                        seg.port.name,
+                        seg.port.vni
+                    );
+                    false
+                }
+            }
     }
 
     /// Replaces every segment's remote state with what the kernel holds now.

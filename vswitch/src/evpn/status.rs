@@ -50,6 +50,11 @@ pub struct EvpnSegmentInfo {
     pub remote_macs: Vec<RemoteMacInfo>,
     /// From BGP (type-3 routes): where broadcast and unknown unicast go.
     pub flood_vteps: Vec<String>,
+    /// Withdrawn remote MACs and flood VTEPs still used for `hold_secs` (`--evpn-hold`).
+    #[serde(default)]
+    pub held_macs: usize,
+    #[serde(default)]
+    pub held_flood_vteps: usize,
     pub refused: Refused,
     /// Refused entries still in the kernel (each counted once in `refused`).
     #[serde(default)]
@@ -87,7 +92,7 @@ pub(super) fn segment_info(
         local_macs_left_out: s.local_left_out,
         remote_macs: s
             .remote
-            .macs
+            .effective_macs()
             .iter()
             .map(|(mac, vtep)| RemoteMacInfo {
                 mac: format_mac(*mac),
@@ -95,6 +100,8 @@ pub(super) fn segment_info(
             })
             .collect(),
         flood_vteps: s.remote.flood.iter().map(|v| v.to_string()).collect(),
+        held_macs: s.installed.held().0,
+        held_flood_vteps: s.installed.held().1,
         refused: s.remote.refused,
         refused_present: s.remote.refused_present(),
         kernel_errors: s.kernel_errors,

@@ -33,6 +33,8 @@ pub struct VxlanFdb {
     pub vni: Option<u32>,
     /// Installed by a control plane (`extern_learn`), as zebra does for type-2 routes.
     pub extern_learn: bool,
+    /// The bridge's entry (`master`), which says on which bridge port the MAC is.
+    pub master: bool,
 }
 
 /// Reads an AF_BRIDGE neighbour message (an FDB entry). `None`: another family.
@@ -47,6 +49,7 @@ pub fn parse_fdb(msg: &NeighbourMessage, add: bool) -> Option<VxlanFdb> {
         dst: None,
         vni: None,
         extern_learn: msg.header.flags.contains(NeighbourFlags::ExtLearned),
+        master: msg.header.flags.contains(NeighbourFlags::Controller),
     };
     for a in &msg.attributes {
         match a {
@@ -73,6 +76,7 @@ pub fn parse_fdb(msg: &NeighbourMessage, add: bool) -> Option<VxlanFdb> {
                 });
             }
             NeighbourAttribute::Vni(v) | NeighbourAttribute::SourceVni(v) => e.vni = Some(*v),
+            NeighbourAttribute::Controller(_) => e.master = true,
             _ => {}
         }
     }
@@ -143,6 +147,8 @@ pub enum Change {
 
 /// An entry's identity in the kernel: MAC, `dst`, per-entry VNI.
 type EntryKey = (Option<Mac>, Option<IpAddr>, Option<u32>);
+/// Most MACs remembered as local in the mirror bridge (more than the switch could export).
+const BRIDGE_LOCAL_MEMORY: usize = 65536;
 /// Refused entries remembered, so that one that stays in the kernel is counted once rather
 /// than at every full read; beyond this many, each read counts them again.
 const REFUSED_MEMORY: usize = 4096;
@@ -162,6 +168,10 @@ pub struct RemoteTable {
     pub refused: Refused,
     /// Refused entries still in the kernel, as far as the notifications tell.
     refused_present: BTreeSet<EntryKey>,
+    /// MACs the mirror bridge has on a guest's mirror port (local here). After a MAC moves
+    /// here, zebra repoints the bridge entry but may leave the vxlan device's own entry
+    /// (`dst` the old VTEP) behind; a MAC the bridge has locally is never remote.
+    bridge_local: BTreeSet<Mac>,
     /// During a full read: the refused entries it met.
     dump_seen: Option<BTreeSet<EntryKey>>,
 }
@@ -182,7 +192,29 @@ impl RemoteTable {
             refused: Refused::default(),
             refused_present: BTreeSet::new(),
             dump_seen: None,
+            bridge_local: BTreeSet::new(),
         }
+    }
+
+    /// Records where the mirror bridge has `mac`: on a guest's mirror port (`local`), or not
+    /// (on the vxlan port, or gone). Whether the remote MACs changed.
+    pub fn note_bridge_entry(&mut self, mac: Mac, local: bool) -> bool {
+        let was = self.bridge_local.contains(&mac);
+        if local && !was && self.bridge_local.len() < BRIDGE_LOCAL_MEMORY {
+            self.bridge_local.insert(mac);
+        } else if !local && was {
+            self.bridge_local.remove(&mac);
+        }
+        was != self.bridge_local.contains(&mac) && self.macs.contains_key(&mac)
+    }
+
+    /// The remote MACs in force: what the vxlan device says, less what the bridge has here.
+    pub fn effective_macs(&self) -> BTreeMap<Mac, Ipv4Addr> {
+        self.macs
+            .iter()
+            .filter(|(m, _)| !self.bridge_local.contains(*m))
+            .map(|(m, v)| (*m, *v))
+            .collect()
     }
 
     /// Refused entries that are (as far as is known) still in the kernel.
@@ -193,7 +225,7 @@ impl RemoteTable {
     /// Every remote VTEP the table refers to.
     pub fn vteps(&self) -> BTreeSet<Ipv4Addr> {
         let mut v = self.flood.clone();
-        v.extend(self.macs.values().copied());
+        v.extend(self.effective_macs().values().copied());
         v
     }
 
@@ -314,6 +346,7 @@ impl RemoteTable {
     pub fn clear(&mut self) {
         self.macs.clear();
         self.flood.clear();
+        self.bridge_local.clear();
     }
 }
 
@@ -337,6 +370,7 @@ mod tests {
             dst: Some(IpAddr::V4(dst)),
             vni: None,
             extern_learn: true,
+            master: false,
         }
     }
 
@@ -559,6 +593,26 @@ mod tests {
         t.begin_dump();
         t.end_dump();
         assert_eq!(t.refused_present(), 0);
+    }
+
+    #[test]
+    fn test_stale_vxlan_entry_of_a_mac_now_local_is_not_remote() {
+        let mut t = table();
+        t.apply(&entry(true, M1, B)).unwrap();
+        // M1 moved here: the bridge has it on a mirror port, the vxlan device still says B.
+        assert!(t.note_bridge_entry(M1, true));
+        assert!(t.effective_macs().is_empty());
+        assert!(
+            t.vteps().is_empty(),
+            "B has nothing else: not a VTEP of ours"
+        );
+        // And back: the bridge entry is on the vxlan port again.
+        assert!(t.note_bridge_entry(M1, false));
+        assert_eq!(t.effective_macs().get(&M1), Some(&B));
+        assert!(
+            !t.note_bridge_entry(M2, true),
+            "not a remote MAC: no change"
+        );
     }
 
     #[test]

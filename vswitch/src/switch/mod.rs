@@ -211,8 +211,13 @@ impl Switch {
                 .map(|e| (e.port.id, e.port.vlan, e.port.name().to_owned()))
                 .collect()
         });
-        let m =
-            crate::evpn::Mirror::start(&tunnels, self.shared.clone(), list, cfg.evpn_mac_limit)?;
+        let m = crate::evpn::Mirror::start(
+            &tunnels,
+            self.shared.clone(),
+            list,
+            cfg.evpn_mac_limit,
+            cfg.evpn_hold_secs,
+        )?;
         *self.evpn.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
         Ok(())
     }

@@ -433,6 +433,12 @@ impl Host {
         self.send(&r[..n]);
     }
 
+    /// A gratuitous ARP (a request for its own address): "this IP is at this MAC, here".
+    pub fn garp(&mut self) {
+        let ip = self.ip;
+        self.arp_request(ip);
+    }
+
     pub fn echo_request(&mut self, to: Ipv4Addr, mac: [u8; 6], id: u16, seq: u16, len: usize) {
         let payload: Vec<u8> = (0..len)
             .map(|i| i.to_le_bytes()[0] ^ seq.to_le_bytes()[0])

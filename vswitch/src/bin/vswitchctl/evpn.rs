@@ -60,6 +60,13 @@ pub fn render(r: &EvpnReply) -> String {
                 g.flood_vteps.join(", ")
             }
         );
+        if g.held_macs + g.held_flood_vteps > 0 {
+            let _ = writeln!(
+                s,
+                "  withdrawn but held (--evpn-hold): {} MACs, {} flood vteps",
+                g.held_macs, g.held_flood_vteps
+            );
+        }
         let f = &g.refused;
         let _ = writeln!(
             s,
