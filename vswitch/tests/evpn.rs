@@ -12,172 +12,16 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::netns::{can_run, mac, ping, veth, Host, Netns, NsSwitch};
+use common::frr::{have_frr, Frr};
+use common::netns::{can_run, kernel_ping, mac, ping, veth, Host, Netns, NsSwitch};
 use common::{heavy, wait_for, TestDir};
 use vswitch::evpn::{EvpnReply, EvpnSegmentInfo};
 
 const VNI: u32 = 4343;
-const ZEBRA: &str = "/usr/lib/frr/zebra";
-const BGPD: &str = "/usr/lib/frr/bgpd";
 /// How long BGP may take to bring a route from one host to another.
 const CONVERGE: Duration = Duration::from_secs(40);
-
-/// FRR's daemons and vtysh; under CI missing ones fail the test (.ci/run installs `frr`).
-fn have_frr() -> bool {
-    let ok = Path::new(ZEBRA).exists()
-        && Path::new(BGPD).exists()
-        && std::process::Command::new("vtysh")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("FRR (zebra, bgpd, vtysh) is required under CI; .ci/run installs `frr`");
-        }
-        eprintln!("\n*** SKIPPED: FRR (apt-get install frr) not installed ***\n");
-    }
-    ok
-}
-
-/// zebra and bgpd of one host, in its namespace, with their sockets, pid files and log in a
-/// directory of their own (FRR drops privileges to user `frr`, which must write there).
-struct Frr {
-    ns: String,
-    me: Ipv4Addr,
-    dir: TestDir,
-    conf: PathBuf,
-    daemons: Vec<Child>,
-}
-
-impl Frr {
-    fn start(ns: &Netns, tag: &str, me: Ipv4Addr, peers: &[Ipv4Addr]) -> Frr {
-        let dir = TestDir::new(&format!("frr-{tag}"));
-        let chown = std::process::Command::new("chown")
-            .args(["frr:frr", &dir.path().display().to_string()])
-            .status()
-            .expect("chown");
-        assert!(chown.success(), "chown frr {}", dir.path().display());
-        let conf = dir.join("frr.conf");
-        let mut c = format!(
-            "frr defaults traditional\nhostname {tag}\nlog file {}/frr.log informational\n!\n\
-             router bgp 65000\n bgp router-id {me}\n no bgp default ipv4-unicast\n \
-",
-            dir.path().display()
-        );
-        for p in peers {
-            c.push_str(&format!(
-                " neighbor {p} remote-as 65000\n neighbor {p} timers 1 3\n neighbor {p} timers connect 1\n"
-            ));
-        }
-        c.push_str(" address-family l2vpn evpn\n");
-        for p in peers {
-            c.push_str(&format!("  neighbor {p} activate\n"));
-        }
-        c.push_str("  advertise-all-vni\n exit-address-family\n!\n");
-        std::fs::write(&conf, c).expect("frr.conf");
-        let mut f = Frr {
-            ns: ns.name.clone(),
-            me,
-            dir,
-            conf,
-            daemons: Vec::new(),
-        };
-        f.spawn();
-        f
-    }
-
-    fn spawn(&mut self) {
-        let me = self.me;
-        let d = self.dir.path().to_path_buf();
-        let common = |daemon: &str| -> Vec<String> {
-            vec![
-                "-N".into(),
-                self.ns.clone(),
-                "-f".into(),
-                self.conf.display().to_string(),
-                "-i".into(),
-                d.join(format!("{daemon}.pid")).display().to_string(),
-                "-z".into(),
-                d.join("zserv.api").display().to_string(),
-                "--vty_socket".into(),
-                d.display().to_string(),
-            ]
-        };
-        for (daemon, extra) in [
-            (ZEBRA, vec![]),
-            (BGPD, vec!["-l".to_owned(), me.to_string()]),
-        ] {
-            let name = Path::new(daemon).file_name().unwrap().to_string_lossy();
-            let out = std::fs::File::create(d.join(format!("{name}.out"))).expect("log");
-            let err = out.try_clone().expect("dup");
-            let child = std::process::Command::new("ip")
-                .args(["netns", "exec", &self.ns, daemon])
-                .args(common(&name))
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("start FRR daemon");
-            self.daemons.push(child);
-            if daemon == ZEBRA {
-                let z = d.join("zserv.api");
-                assert!(
-                    wait_for(Duration::from_secs(10), || z.exists()),
-                    "zebra did not come up\n{}",
-                    self.log()
-                );
-            }
-        }
-    }
-
-    /// SIGKILL to both daemons: what they installed stays in the kernel, as after a crash.
-    fn kill(&mut self) {
-        for mut c in self.daemons.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for f in ["zserv.api", "zebra.vty", "bgpd.vty"] {
-            let _ = std::fs::remove_file(self.dir.join(f));
-        }
-    }
-
-    fn vtysh(&self, cmd: &str) -> String {
-        let o = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
-            .arg(self.dir.path())
-            .args(["-c", cmd])
-            .output()
-            .expect("vtysh");
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    }
-
-    fn log(&self) -> String {
-        let mut s = String::new();
-        for f in ["zebra.out", "bgpd.out", "frr.log"] {
-            s += &format!(
-                "--- {f} ---\n{}\n",
-                std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-            );
-        }
-        s
-    }
-}
-
-impl Drop for Frr {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.log());
-        }
-        self.kill();
-    }
-}
 
 /// One EVPN host: namespace, switch, and (for the BGP tests) FRR.
 struct EvpnHost {
@@ -668,6 +512,168 @@ fn evpn_mac_moves_between_hosts() {
     assert!(sa.remote_macs.iter().any(|m| m.mac == my), "{sa:#?}");
     drop((x, y, z));
     drop((fa, fb));
+    a.sw.stop();
+    b.sw.stop();
+}
+
+/// A namespace holding two Linux bridges: the underlay segment and the BGP segment of hosts
+/// that are more than two (each host's veth ends are ports of them).
+struct Wire {
+    ns: Netns,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let ns = Netns::new("evpnwire");
+        for br in ["uw", "cw"] {
+            ns.ip(&["link", "add", br, "type", "bridge"]);
+            ns.ip(&["link", "set", br, "up"]);
+        }
+        Wire { ns }
+    }
+
+    /// Plugs `host` into both segments: (its underlay end, its BGP end).
+    fn plug(&self, host: &Netns) -> (String, String) {
+        let mut ends = Vec::new();
+        for br in ["uw", "cw"] {
+            let (h, w) = veth(host, &self.ns);
+            self.ns.ip(&["link", "set", &w, "master", br]);
+            ends.push(h);
+        }
+        (ends.remove(0), ends.remove(0))
+    }
+}
+
+/// Interop: hosts A and B run the switch, host C only Linux (a bridge, a kernel vxlan device
+/// with C's VTEP address on its underlay link, a veth into a namespace with an address) and
+/// FRR; full-mesh iBGP. The switches' guests and C's kernel ping each other both ways, with
+/// every remote VTEP and MAC learned from BGP; C's FRR holds the switches' type-2 routes.
+#[test]
+fn evpn_interop_with_a_kernel_vxlan_host() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge", "ping"]) || !have_frr() {
+        return;
+    }
+    let wire = Wire::new();
+    let (na, nb, nc) = (
+        Netns::new("evpnxA"),
+        Netns::new("evpnxB"),
+        Netns::new("evpnxC"),
+    );
+    let bgp = [1u8, 2, 3].map(|i| Ipv4Addr::new(172, 30, 1, i));
+    let vtep = [1u8, 2, 3].map(|i| Ipv4Addr::new(10, 96, 1, i));
+    let mut under = Vec::new();
+    for (i, ns) in [&na, &nb, &nc].into_iter().enumerate() {
+        let (u, c) = wire.plug(ns);
+        ns.ip(&["addr", "add", &format!("{}/24", bgp[i]), "dev", &c]);
+        if i < 2 {
+            ns.ip(&["route", "add", "10.96.1.0/24", "dev", &c]);
+        }
+        under.push(u);
+    }
+    // Host C: the kernel is the VTEP.
+    let vni = VNI.to_string();
+    nc.ip(&["addr", "add", &format!("{}/24", vtep[2]), "dev", &under[2]]);
+    nc.ip(&["link", "add", "br0", "type", "bridge"]);
+    nc.ip(&[
+        "link",
+        "add",
+        "vxc",
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &vtep[2].to_string(),
+        "dstport",
+        "4789",
+        "nolearning",
+        "dev",
+        &under[2],
+    ]);
+    nc.ip(&["link", "set", "vxc", "master", "br0"]);
+    let guest_c = Netns::new("evpnxCg");
+    let (gc, gk) = veth(&nc, &guest_c);
+    nc.ip(&["link", "set", &gc, "master", "br0"]);
+    for dev in ["br0", "vxc"] {
+        nc.ip(&["link", "set", dev, "up"]);
+    }
+    let ip_c = Ipv4Addr::new(192, 168, 91, 3);
+    guest_c.ip(&["addr", "add", &format!("{ip_c}/24"), "dev", &gk]);
+
+    let a = EvpnHost::start(na, &under[0], vtep[0], "evpnx-a", &[]);
+    let b = EvpnHost::start(nb, &under[1], vtep[1], "evpnx-b", &[]);
+    let peers =
+        |me: usize| -> Vec<Ipv4Addr> { (0..3).filter(|&i| i != me).map(|i| bgp[i]).collect() };
+    let fa = Frr::start(&a.ns, "xA", bgp[0], &peers(0));
+    let fb = Frr::start(&b.ns, "xB", bgp[1], &peers(1));
+    let fc = Frr::start(&nc, "xC", bgp[2], &peers(2));
+    let others = |me: usize| -> Vec<String> {
+        (0..3)
+            .filter(|&i| i != me)
+            .map(|i| vtep[i].to_string())
+            .collect()
+    };
+    a.wait_segment("A floods to B and C", Some(&fa), |s| {
+        s.flood_vteps == others(0)
+    });
+    b.wait_segment("B floods to A and C", Some(&fb), |s| {
+        s.flood_vteps == others(1)
+    });
+
+    let (ip_a, ip_b) = (
+        Ipv4Addr::new(192, 168, 91, 1),
+        Ipv4Addr::new(192, 168, 91, 2),
+    );
+    let mut ga = Host::new(&a.sw.sock(), "evpnx-guest-a", mac(1), ip_a);
+    let mut gb = Host::new(&b.sw.sock(), "evpnx-guest-b", mac(2), ip_b);
+    // The switches' guests reach the kernel host, and each other.
+    let rtt = ping(&mut [&mut ga, &mut gb], 0, ip_c, 3, 56);
+    eprintln!("switch guest A -> kernel host C: rtt {rtt:?}");
+    ping(&mut [&mut ga, &mut gb], 1, ip_c, 3, 56);
+    ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 56);
+    // The kernel host reaches both guests.
+    for ip in [ip_a, ip_b] {
+        let p = kernel_ping(
+            &guest_c,
+            ip,
+            &["-c", "3", "-i", "0.2", "-w", "15"],
+            &mut [&mut ga, &mut gb],
+        );
+        let out = String::from_utf8_lossy(&p.stdout);
+        assert!(out.contains("3 received"), "kernel host C -> {ip}:\n{out}");
+    }
+    // C's MAC came from BGP (type-2 from C's zebra, learned by its bridge), and C's kernel
+    // holds the switches' guests behind their VTEPs, from the switches' type-2 routes.
+    let mac_c = String::from_utf8_lossy(
+        &guest_c
+            .exec(&["cat", &format!("/sys/class/net/{gk}/address")])
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    a.wait_segment("A has C's MAC from BGP", Some(&fa), |s| {
+        s.remote_macs
+            .iter()
+            .any(|m| m.mac == mac_c && m.vtep == vtep[2].to_string())
+    });
+    let fdb = nc.exec(&["bridge", "fdb", "show", "dev", "vxc"]);
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    for (m, v) in [(mac(1), vtep[0]), (mac(2), vtep[1])] {
+        assert!(
+            fdb.contains(&format!("{} dst {v} self extern_learn", mac_text(m))),
+            "C's kernel lacks {} behind {v}:\n{fdb}",
+            mac_text(m)
+        );
+    }
+    let routes = fc.vtysh("show bgp l2vpn evpn route");
+    assert!(
+        routes.contains(&format!("[2]:[0]:[48]:[{}]", mac_text(mac(1))))
+            && routes.contains(&format!("[3]:[0]:[32]:[{}]", vtep[1])),
+        "C's BGP table:\n{routes}"
+    );
+    drop((ga, gb));
+    drop((fa, fb, fc));
     a.sw.stop();
     b.sw.stop();
 }
