@@ -164,7 +164,9 @@ pub(super) struct Cli {
     /// a veth ev<PORT>-<VNI> per guest port in the tunnel's VLAN), exports the MACs it learns
     /// on guest ports there (type-2 routes), and takes remote MACs and the flood list from
     /// what zebra installs (type-2 and type-3 routes of other VTEPs). Static remotes of the
-    /// tunnel stay in its flood list. Needs CAP_NET_ADMIN; one EVPN tunnel per VNI.
+    /// tunnel stay in its flood list. Needs CAP_NET_ADMIN; one EVPN tunnel per VNI, and one
+    /// switch per network namespace (at start it deletes what a previous run left of these
+    /// names).
     /// Repeatable. `vswitchctl evpn` shows the state.
     #[arg(long = "evpn", value_name = "NAME")]
     pub(super) evpn: Vec<String>,

@@ -684,6 +684,19 @@ fn test_config_evpn_tunnel_without_remotes() {
 }
 
 #[test]
+fn test_config_evpn_hold() {
+    assert_eq!(parse(&[]).unwrap().evpn_hold_secs, 0);
+    assert_eq!(parse(&["--evpn-hold", "60"]).unwrap().evpn_hold_secs, 60);
+    for bad in ["3601", "-1", "soon"] {
+        let err = parse(&["--evpn-hold", bad]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::EvpnHoldOutOfRange { value } if value == bad),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn test_config_evpn_mac_limit_out_of_range() {
     for bad in ["0", "65537", "-1", "many"] {
         let err = parse(&["--evpn-mac-limit", bad]).unwrap_err();
