@@ -615,6 +615,67 @@ mod tests {
         );
     }
 
+    /// Random bytes as kernel messages, and random well-formed entries: nothing panics, and
+    /// whatever was applied, the table keeps its limits and never names our own VTEP or a
+    /// non-unicast one.
+    #[test]
+    fn test_random_fdb_input_keeps_the_table_sound() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut t = RemoteTable::new(100, LOCAL, 8, 4);
+        let good = kernel_bytes(&M1, Some(NeighbourAddress::Inet(B)), Some(100));
+        for round in 0..20_000u32 {
+            if round % 2 == 0 {
+                // A real message with some bytes flipped or cut short.
+                let mut b = good.clone();
+                let n = usize::try_from(next() % 4).unwrap();
+                for _ in 0..n {
+                    let i = usize::try_from(next()).unwrap() % b.len();
+                    b[i] = next().to_le_bytes()[0];
+                }
+                b.truncate(usize::try_from(next()).unwrap() % (b.len() + 1));
+                if let Ok(m) = NeighbourMessage::parse(&b) {
+                    if let Some(e) = parse_fdb(&m, next() % 3 != 0) {
+                        let _ = t.apply(&e);
+                    }
+                }
+            } else {
+                let r = next().to_le_bytes();
+                let e = VxlanFdb {
+                    ifindex: 7,
+                    add: r[0] % 3 != 0,
+                    mac: (r[1] % 8 != 0).then(|| [r[2] & 0x03, 0, 0, 0, 0, r[3] % 16]),
+                    dst: (r[4] % 8 != 0).then(|| {
+                        IpAddr::V4(match r[5] % 8 {
+                            0 => LOCAL,
+                            1 => Ipv4Addr::BROADCAST,
+                            _ => Ipv4Addr::new(10, 0, 0, 2 + r[6] % 8),
+                        })
+                    }),
+                    vni: (r[7] % 8 == 0).then_some(100 + u32::from(r[0] % 2)),
+                    extern_learn: r[6] % 8 != 0,
+                    master: false,
+                };
+                let _ = t.apply(&e);
+            }
+            assert!(t.macs.len() <= t.mac_limit, "{t:?}");
+            assert!(t.vteps().len() <= t.vtep_limit, "{t:?}");
+            for v in t.vteps() {
+                assert!(v != LOCAL && unicast_host(v), "{v} in {t:?}");
+            }
+            assert!(t.macs.keys().all(|m| m[0] & 1 == 0 && *m != [0; 6]));
+        }
+        assert!(
+            t.refused.total() > 0 && !t.macs.is_empty(),
+            "the input must exercise both"
+        );
+    }
+
     #[test]
     fn test_static_entry_without_extern_learn_refused() {
         let mut t = table();
