@@ -181,8 +181,12 @@ impl VxlanPort {
     }
 
     /// Makes this an EVPN tunnel: free remote slots up to [`MAX_REMOTES`] after the static
-    /// ones, and an inner MAC table only the control plane writes.
-    pub fn with_evpn(mut self) -> VxlanPort {
+    /// ones, and an inner MAC table only the control plane writes, sized for `mac_limit`
+    /// entries at a quarter full, so that a bucket (7 entries) overflows only with odds of
+    /// about 1e-5 and every MAC BGP gives finds a place.
+    pub fn with_evpn(mut self, mac_limit: usize) -> VxlanPort {
+        let capacity = mac_limit.max(VTEP_TABLE_CAPACITY).saturating_mul(4);
+        self.vteps = Fdb::new(capacity, self.vteps.aging_secs());
         let mut slots: Vec<Remote> = std::mem::take(&mut self.remotes).into_vec();
         slots.resize_with(MAX_REMOTES.max(slots.len()), || Remote::new(None));
         self.remotes = slots.into_boxed_slice();
@@ -225,7 +229,7 @@ mod tests {
             300,
             1,
         )
-        .with_evpn();
+        .with_evpn(16);
         assert_eq!(t.remotes.len(), MAX_REMOTES);
         assert!(
             t.remotes[0].floods(),

@@ -210,7 +210,7 @@ mod tests {
     const M2: Mac = [0x02, 0, 0, 0, 0, 2];
 
     fn port(statics: &[Ipv4Addr]) -> VxlanPort {
-        VxlanPort::new(5, "vx0", 0, 100, LOCAL, statics, (0, "up0"), 300, 1).with_evpn()
+        VxlanPort::new(5, "vx0", 0, 100, LOCAL, statics, (0, "up0"), 300, 1).with_evpn(16)
     }
 
     fn add(t: &mut RemoteTable, mac: Mac, ip: Ipv4Addr) {

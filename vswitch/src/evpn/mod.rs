@@ -314,7 +314,10 @@ impl Worker {
                     }
                 }
                 Ok(Received::Overrun) => {
-                    tracing::warn!("evpn: netlink notifications overran; reading the full FDB");
+                    let stale = self.events.drain();
+                    tracing::warn!(
+                        "evpn: netlink notifications overran; {stale} queued ones dropped, reading the full FDB"
+                    );
                     self.full_dump();
                     last_dump = Instant::now();
                     dirty = true;

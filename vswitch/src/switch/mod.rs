@@ -67,6 +67,8 @@ pub struct Switch {
     mac_aging_secs: u32,
     /// Queue loads and their intervals (`pmd-rxq-show`, `pmd-rxq-rebalance`).
     placement: Placement,
+    /// Remote MACs per EVPN tunnel (`--evpn-mac-limit`), for sizing their tables.
+    evpn_mac_limit: usize,
     /// The kernel mirror of the EVPN tunnels (`--evpn`), once they are up.
     evpn: Mutex<Option<crate::evpn::Mirror>>,
 }
@@ -142,6 +144,7 @@ impl Switch {
             mac_aging_secs: cfg.mac_aging_secs,
             placement,
             evpn: Mutex::default(),
+            evpn_mac_limit: cfg.evpn_mac_limit,
         })
     }
 
@@ -322,7 +325,7 @@ impl Switch {
             self.pmds.len(),
         );
         if spec.evpn {
-            t = t.with_evpn();
+            t = t.with_evpn(self.evpn_mac_limit);
         }
         let t = Arc::new(t);
         for pmd in &self.pmds {
