@@ -178,6 +178,8 @@ fn evpn_two_hosts_guests_ping_over_bgp_routes() {
         assert_eq!(s.kernel_errors, 0, "{s:#?}");
         let text = h.sw.vswitchctl(&["evpn"]);
         assert!(text.contains("remote MACs (from BGP): 1"), "{text}");
+        let show = h.sw.vswitchctl(&["show"]);
+        assert!(show.contains("remotes from BGP EVPN"), "{show}");
         let json = h.sw.vswitchctl(&["evpn", "--json"]);
         let back: EvpnReply = serde_json::from_str(&json).expect("evpn --json");
         assert_eq!(back.segments[0].vni, VNI);

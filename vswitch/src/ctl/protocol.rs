@@ -176,8 +176,11 @@ pub struct TunnelInfo {
     pub remotes: Vec<RemoteVtepInfo>,
     /// Largest inner frame (Ethernet header included) the uplink's MTU lets through.
     pub max_inner_frame: usize,
-    /// Inner MACs learned behind the remotes.
+    /// Inner MACs learned behind the remotes (with EVPN: installed from BGP).
     pub learned_macs: usize,
+    /// Remotes and inner MACs come from BGP EVPN (`--evpn`; `vswitchctl evpn` has the rest).
+    #[serde(default)]
+    pub evpn: bool,
 }
 
 /// A port that is not a vhost-user port: a DPDK uplink or a VXLAN tunnel.

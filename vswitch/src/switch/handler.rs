@@ -190,6 +190,7 @@ impl DevEntry {
                             .collect(),
                         max_inner_frame: mtu.saturating_sub(VXLAN_MTU_OVERHEAD),
                         learned_macs: t.vteps.entries(now).len(),
+                        evpn: t.evpn,
                     }),
                 }
             }
