@@ -679,3 +679,63 @@ fn evpn_interop_with_a_kernel_vxlan_host() {
     a.sw.stop();
     b.sw.stop();
 }
+
+/// The local side on a real kernel, without FRR: a MAC the guest sends from becomes a static
+/// FDB entry on its mirror port (what zebra turns into a type-2 route), and leaves when the
+/// switch ages it out (`--mac-aging 2`); the guest's port gone, its mirror port goes too.
+#[test]
+fn evpn_local_mac_exported_then_aged_out() {
+    let _heavy = heavy();
+    if !can_run(&["ip", "bridge"]) {
+        return;
+    }
+    let (na, nk) = (Netns::new("evpnloc"), Netns::new("evpnloc-far"));
+    let (ua, _uk) = veth(&na, &nk);
+    let h = EvpnHost::start(
+        na,
+        &ua,
+        Ipv4Addr::new(10, 94, 0, 1),
+        "evpn-local",
+        &["--mac-aging", "2"],
+    );
+    let mirror = format!("ev0-{VNI}");
+    let fdb = |h: &EvpnHost| {
+        let o =
+            h.ns.exec(&["bridge", "fdb", "show", "br", &format!("evbr{VNI}")]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut g = Host::new(
+        &h.sw.sock(),
+        "evpn-local-guest",
+        mac(7),
+        Ipv4Addr::new(192, 168, 90, 1),
+    );
+    let entry = format!("{} dev {mirror} master evbr{VNI} static", mac_text(mac(7)));
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            g.garp();
+            fdb(&h).contains(&entry)
+        }),
+        "not exported:\n{}\n{:#?}",
+        fdb(&h),
+        h.segment()
+    );
+    assert_eq!(h.segment().local_macs.len(), 1);
+    // Silent now: aged out by the switch, withdrawn from the mirror.
+    assert!(
+        wait_for(Duration::from_secs(10), || !fdb(&h)
+            .contains(&mac_text(mac(7)))),
+        "not withdrawn after aging:\n{}",
+        fdb(&h)
+    );
+    assert!(h.segment().local_macs.is_empty());
+    drop(g);
+    h.sw.vswitchctl(&["del-port", "g"]);
+    let links = || String::from_utf8_lossy(&h.ns.exec(&["ip", "-br", "link"]).stdout).into_owned();
+    assert!(
+        wait_for(Duration::from_secs(5), || !links().contains(&mirror)),
+        "mirror port left after its port went:\n{}",
+        links()
+    );
+    h.sw.stop();
+}
