@@ -392,6 +392,25 @@ impl Fdb {
         self.remove_where(|_, v| value_port(v) == port, &self.flushed)
     }
 
+    /// Removes `mac` in `vlan` (a control plane withdrew it); whether it was there.
+    pub fn remove(&self, vlan: u16, mac: [u8; 6]) -> bool {
+        if vlan > 0xfff {
+            return false;
+        }
+        let key = make_key(vlan, mac);
+        let bucket = self.bucket(key);
+        let seq = Fdb::enter_waiting(bucket);
+        let slot = (0..SLOTS).find(|&i| bucket.keys[i].load(Ordering::Relaxed) == key);
+        if let Some(i) = slot {
+            bucket.keys[i].store(0, Ordering::Relaxed);
+        }
+        Fdb::leave(bucket, seq);
+        if slot.is_some() {
+            self.flushed.bump(1);
+        }
+        slot.is_some()
+    }
+
     /// Removes every entry.
     pub fn flush_all(&self) -> usize {
         self.remove_where(|_, _| true, &self.flushed)
@@ -676,6 +695,19 @@ mod tests {
         assert_eq!(fdb.flush_all(), 1);
         assert!(fdb.entries(0).is_empty());
         assert_eq!(fdb.counters().flushed, 3);
+    }
+
+    #[test]
+    fn test_fdb_remove_one() {
+        let fdb = Fdb::new(1024, 300);
+        fdb.learn(0, A, 1, 0);
+        fdb.learn(0, B, 1, 0);
+        assert!(fdb.remove(0, A));
+        assert!(!fdb.remove(0, A), "already gone");
+        assert!(!fdb.remove(4096, B));
+        assert_eq!(fdb.lookup(0, A, 0), None);
+        assert_eq!(fdb.lookup(0, B, 0), Some(1));
+        assert_eq!(fdb.counters().flushed, 1);
     }
 
     #[test]

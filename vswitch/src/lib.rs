@@ -15,6 +15,7 @@ pub mod ctl;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod eth;
+pub mod evpn;
 pub mod fdb;
 pub mod metrics;
 pub mod netdev;

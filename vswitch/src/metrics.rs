@@ -227,10 +227,67 @@ pub fn render(h: &dyn CtlHandler) -> String {
         set(&device_errors, l(), c.device_errors);
     }
 
+    evpn_metrics(&mut r, &h.evpn());
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// The EVPN segments (`--evpn`): their MAC counts and refused control input.
+fn evpn_metrics(r: &mut Registry, e: &crate::evpn::EvpnReply) {
+    let local = gauges(
+        r,
+        "vswitch_evpn_local_macs",
+        "MACs learned on guest ports and exported to BGP (type-2 routes).",
+    );
+    let remote = gauges(
+        r,
+        "vswitch_evpn_remote_macs",
+        "MACs from BGP installed behind remote VTEPs.",
+    );
+    let flood = gauges(
+        r,
+        "vswitch_evpn_flood_vteps",
+        "Remote VTEPs in the flood list (type-3 routes).",
+    );
+    let held = gauges(
+        r,
+        "vswitch_evpn_held_macs",
+        "Remote MACs BGP withdrew, still used (--evpn-hold).",
+    );
+    let refused = counters(
+        r,
+        "vswitch_evpn_refused",
+        "FDB entries of the EVPN mirror refused, by reason.",
+    );
+    let kernel = counters(
+        r,
+        "vswitch_evpn_kernel_errors",
+        "Failed writes to the EVPN mirror's kernel objects.",
+    );
+    for g in &e.segments {
+        let l = || vec![("segment", g.port.clone()), ("vni", g.vni.to_string())];
+        set_gauge(&local, l(), g.local_macs.len() as u64);
+        set_gauge(&remote, l(), g.remote_macs.len() as u64);
+        set_gauge(&flood, l(), g.flood_vteps.len() as u64);
+        set_gauge(&held, l(), g.held_macs as u64);
+        set(&kernel, l(), g.kernel_errors);
+        let f = &g.refused;
+        for (reason, n) in [
+            ("unknown_vni", f.unknown_vni),
+            ("own_vtep", f.own_vtep),
+            ("bad_entry", f.bad_entry),
+            ("not_extern_learn", f.not_extern_learn),
+            ("mac_limit", f.mac_limit),
+            ("vtep_limit", f.vtep_limit),
+        ] {
+            let mut labels = l();
+            labels.push(("reason", reason.to_owned()));
+            set(&refused, labels, n);
+        }
+    }
 }
 
 /// A running metrics server; [`MetricsServer::stop`] ends it.
@@ -321,6 +378,37 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn evpn_segments_exposed() {
+        let mut g = crate::evpn::EvpnSegmentInfo {
+            port: "vx0".into(),
+            vni: 42,
+            flood_vteps: vec!["10.0.0.2".into()],
+            ..Default::default()
+        };
+        g.refused.own_vtep = 3;
+        let mut r = Registry::default();
+        evpn_metrics(
+            &mut r,
+            &crate::evpn::EvpnReply {
+                segments: vec![g],
+                undecodable_messages: 0,
+            },
+        );
+        let mut text = String::new();
+        encode(&mut text, &r).unwrap();
+        for line in [
+            "vswitch_evpn_flood_vteps{segment=\"vx0\",vni=\"42\"} 1",
+            "vswitch_evpn_refused_total{segment=\"vx0\",vni=\"42\",reason=\"own_vtep\"} 3",
+            "vswitch_evpn_remote_macs{segment=\"vx0\",vni=\"42\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
     }
 
     #[test]

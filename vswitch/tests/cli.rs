@@ -48,6 +48,28 @@ fn test_cli_vlan_5000() {
 }
 
 #[test]
+fn test_cli_evpn_names_no_tunnel() {
+    let stderr = refused(
+        SwitchBuilder::new("cli-evpn")
+            .server("a")
+            .arg("--evpn")
+            .arg("vx9"),
+    );
+    assert_mentions(&stderr, &["--evpn", "`vx9`", "--vxlan"]);
+}
+
+#[test]
+fn test_cli_evpn_hold_out_of_range() {
+    let stderr = refused(
+        SwitchBuilder::new("cli-evpn-hold")
+            .server("a")
+            .arg("--evpn-hold")
+            .arg("3601"),
+    );
+    assert_mentions(&stderr, &["EVPN hold `3601`", "0..=3600"]);
+}
+
+#[test]
 fn test_cli_queues_0() {
     let stderr = refused(
         SwitchBuilder::new("cli-queues")
@@ -220,6 +242,10 @@ fn help_mentions_every_option() {
         "--ctl",
         "--config",
         "--mac-aging",
+        "--evpn",
+        "--evpn-mac-limit",
+        "--evpn-hold",
+        "advertise-all-vni",
         "--log",
         "--help",
         "--version",

@@ -22,11 +22,19 @@ EXAMPLES:
     vswitch --vhost-server vm1=/run/vswitch/vm1.sock --dpdk-port up0=net_af_packet0,iface=eth1 \\
             --vxlan vx42=192.0.2.1,192.0.2.2,192.0.2.3,42,up0
 
+  Segment 42 with BGP EVPN instead of a remote list: FRR (zebra + bgpd with
+  `address-family l2vpn evpn` / `advertise-all-vni`) runs beside the switch in its network
+  namespace; the kernel there needs a route to the other VTEPs (for BGP's next hops):
+    vswitch --vhost-server vm1=/run/vswitch/vm1.sock --dpdk-port up0=net_af_packet0,iface=eth1 \\
+            --vxlan vx42=192.0.2.1,42,up0 --evpn vx42
+
 CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     pmd_cores = \"2-3\"
     ctl = \"/run/vswitch/ctl.sock\"
     metrics = \"9101\"                # optional, [ADDR:]PORT, see --metrics
     mac_aging_secs = 300
+    evpn_mac_limit = 4096            # optional, see --evpn-mac-limit
+    evpn_hold_secs = 0               # optional, see --evpn-hold
     log = \"info\"
 
     dpdk_eal = \"-l 0 --in-memory --no-huge -m 512\"   # optional, see --dpdk-eal
@@ -54,6 +62,7 @@ CONFIG FILE (TOML, every key optional, unknown keys are rejected):
     vni = 42
     uplink = \"up0\"
     vlan = 10                # optional
+    evpn = false             # optional: remotes from BGP EVPN (remotes may then be [])
 
   The command line wins over the file for single settings and adds ports to the file's.
   Relative socket paths are relative to the switch's working directory.";
@@ -140,13 +149,40 @@ pub(super) struct Cli {
     /// Add a VXLAN tunnel port (RFC 7348) on segment VNI (0..=16777215) from this host's VTEP
     /// address LOCAL_IP to the listed remote VTEPs (flood and learn, head-end replication),
     /// over the DPDK port UPLINK. Frames whose encapsulation would exceed UPLINK's MTU
-    /// (inner frame + 36 bytes) are dropped and counted. Repeatable.
+    /// (inner frame + 36 bytes) are dropped and counted. With --evpn NAME the remote list may
+    /// be empty (NAME=LOCAL_IP,VNI,UPLINK). Repeatable.
     #[arg(
         long = "vxlan",
-        value_name = "NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK",
+        value_name = "NAME=LOCAL_IP[,REMOTE_IP...],VNI,UPLINK",
         allow_hyphen_values = true
     )]
     pub(super) vxlan: Vec<String>,
+
+    /// Run BGP EVPN on VXLAN tunnel NAME with FRR (zebra + bgpd, `advertise-all-vni`) as its
+    /// control plane: the switch mirrors the segment into kernel objects that carry no
+    /// traffic (bridge evbr<VNI>, vxlan device evvx<VNI> with the tunnel's VTEP address,
+    /// a veth ev<PORT>-<VNI> per guest port in the tunnel's VLAN), exports the MACs it learns
+    /// on guest ports there (type-2 routes), and takes remote MACs and the flood list from
+    /// what zebra installs (type-2 and type-3 routes of other VTEPs). Static remotes of the
+    /// tunnel stay in its flood list. Needs CAP_NET_ADMIN; one EVPN tunnel per VNI, and one
+    /// switch per network namespace (at start it deletes what a previous run left of these
+    /// names).
+    /// Repeatable. `vswitchctl evpn` shows the state.
+    #[arg(long = "evpn", value_name = "NAME")]
+    pub(super) evpn: Vec<String>,
+
+    /// Accept at most N remote MACs (from BGP) per EVPN segment and export at most N local
+    /// ones (1..=65536, default 4096); more are refused and counted (`vswitchctl evpn`).
+    #[arg(long = "evpn-mac-limit", value_name = "N", allow_hyphen_values = true)]
+    pub(super) evpn_mac_limit: Option<String>,
+
+    /// Keep a remote MAC or flood VTEP that BGP withdraws in the data path for SECS seconds
+    /// (0..=3600, default 0: withdrawals act at once), unless a route brings it back; a MAC
+    /// move always acts at once. Rides out a restart of FRR on this or the other host (FRR 8.4
+    /// keeps no stale EVPN routes across a BGP restart); a MAC that is really gone still gets
+    /// frames for SECS seconds, which its old VTEP drops.
+    #[arg(long = "evpn-hold", value_name = "SECS", allow_hyphen_values = true)]
+    pub(super) evpn_hold: Option<String>,
 
     /// Listen for fast-path guests on this unix socket (the hypervisor hooks): they ask there
     /// for channels to each other. Needs --fastpath-manifest.

@@ -59,7 +59,7 @@ pub enum ConfigError {
     DpdkNotBuilt,
     #[error("--dpdk-port `{value}`: {reason} (expected NAME=DEVARGS, e.g. up0=net_af_packet0,iface=eth1 or up0=0000:01:00.0)")]
     BadDpdkPort { value: String, reason: String },
-    #[error("--vxlan `{value}`: {reason} (expected NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK, e.g. vx0=10.0.0.1,10.0.0.2,42,up0)")]
+    #[error("--vxlan `{value}`: {reason} (expected NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK, e.g. vx0=10.0.0.1,10.0.0.2,42,up0; with --evpn the remotes may be left out: vx0=10.0.0.1,42,up0)")]
     BadVxlan { value: String, reason: String },
     #[error("{option} is given twice for port `{name}`: give it once")]
     DuplicatePortSetting { option: &'static str, name: String },
@@ -71,6 +71,10 @@ pub enum ConfigError {
         core: usize,
         available: String,
     },
+    #[error("EVPN MAC limit `{value}` is out of range: expected 1..=65536 MACs per segment")]
+    EvpnMacLimitOutOfRange { value: String },
+    #[error("EVPN hold `{value}` seconds is out of range: expected 0..=3600")]
+    EvpnHoldOutOfRange { value: String },
     #[error("MAC aging `{value}` seconds is out of range: expected 1..=86400")]
     MacAgingOutOfRange { value: String },
     #[error("log filter `{value}` is not valid: {reason} (expected a level off|error|warn|info|debug|trace, or target=level,...)")]

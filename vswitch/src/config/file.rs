@@ -18,6 +18,8 @@ pub(super) struct FileConfig {
     pub(super) ctl: Option<PathBuf>,
     pub(super) metrics: Option<String>,
     pub(super) mac_aging_secs: Option<i64>,
+    pub(super) evpn_mac_limit: Option<i64>,
+    pub(super) evpn_hold_secs: Option<i64>,
     pub(super) log: Option<String>,
     pub(super) hooks: Option<PathBuf>,
     pub(super) fastpath_manifest: Option<PathBuf>,
@@ -42,10 +44,12 @@ pub(super) struct FileDpdkPort {
 pub(super) struct FileVxlan {
     pub(super) name: String,
     pub(super) local: String,
+    #[serde(default)]
     pub(super) remotes: Vec<String>,
     pub(super) vni: i64,
     pub(super) uplink: String,
     pub(super) vlan: Option<i64>,
+    pub(super) evpn: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

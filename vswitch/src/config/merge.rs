@@ -92,15 +92,13 @@ pub(super) fn build(
     }
     let mut vxlan = Vec::new();
     for v in file.vxlan {
-        let text = format!(
-            "{}={},{},{},{}",
-            v.name,
-            v.local,
-            v.remotes.join(","),
-            v.vni,
-            v.uplink
-        );
+        let mut fields = vec![v.local.clone()];
+        fields.extend(v.remotes.iter().cloned());
+        fields.push(v.vni.to_string());
+        fields.push(v.uplink.clone());
+        let text = format!("{}={}", v.name, fields.join(","));
         let mut spec = parse_vxlan(&text)?;
+        spec.evpn = v.evpn.unwrap_or(false);
         spec.vlan = v
             .vlan
             .map(|x| vlan_from_i64(&v.name, x, &x.to_string()))
@@ -139,7 +137,40 @@ pub(super) fn build(
             return Err(ConfigError::DuplicatePortName(v.name.clone()));
         }
     }
+    let mut evpn_set = BTreeSet::new();
+    for name in &cli.evpn {
+        let i = port_index(&vxlan_by_name, "--evpn", name, &mut evpn_set)?;
+        vxlan[i].evpn = true;
+    }
     validate_tunnels(&vxlan, &dpdk_by_name)?;
+    let evpn_mac_limit = match (&cli.evpn_mac_limit, file.evpn_mac_limit) {
+        (Some(text), _) => text.trim().parse::<i64>().unwrap_or(-1),
+        (None, Some(n)) => n,
+        (None, None) => i64::try_from(crate::evpn::DEFAULT_MAC_LIMIT).unwrap_or(4096),
+    };
+    let evpn_mac_limit = usize::try_from(evpn_mac_limit)
+        .ok()
+        .filter(|n| (1..=65536).contains(n))
+        .ok_or_else(|| ConfigError::EvpnMacLimitOutOfRange {
+            value: cli
+                .evpn_mac_limit
+                .clone()
+                .unwrap_or_else(|| evpn_mac_limit.to_string()),
+        })?;
+    let evpn_hold = match (&cli.evpn_hold, file.evpn_hold_secs) {
+        (Some(text), _) => text.trim().parse::<i64>().unwrap_or(-1),
+        (None, Some(n)) => n,
+        (None, None) => 0,
+    };
+    let evpn_hold_secs = u32::try_from(evpn_hold)
+        .ok()
+        .filter(|n| *n <= crate::evpn::MAX_HOLD_SECS)
+        .ok_or_else(|| ConfigError::EvpnHoldOutOfRange {
+            value: cli
+                .evpn_hold
+                .clone()
+                .unwrap_or_else(|| evpn_hold.to_string()),
+        })?;
 
     let mut mtu_set = BTreeSet::new();
     for value in &cli.dpdk_mtu {
@@ -345,5 +376,7 @@ pub(super) fn build(
         dpdk_eal,
         dpdk_ports,
         vxlan,
+        evpn_mac_limit,
+        evpn_hold_secs,
     })
 }

@@ -68,6 +68,10 @@ pub struct Config {
     pub dpdk_eal: Option<Vec<String>>,
     pub dpdk_ports: Vec<DpdkPortSpec>,
     pub vxlan: Vec<VxlanSpec>,
+    /// Remote MACs accepted (and local MACs exported) per EVPN segment.
+    pub evpn_mac_limit: usize,
+    /// Seconds a withdrawn remote MAC or flood VTEP stays in the data path (0: none).
+    pub evpn_hold_secs: u32,
 }
 
 impl Config {

@@ -121,6 +121,10 @@ pub struct VxlanSpec {
     pub uplink: String,
     /// The switch VLAN the tunnel's segment belongs to.
     pub vlan: Option<u16>,
+    /// Remote VTEPs and MACs from BGP EVPN (FRR) through the kernel mirror (`--evpn`);
+    /// `remotes` may then be empty.
+    #[serde(default)]
+    pub evpn: bool,
 }
 
 /// Most tunnels over one uplink.

@@ -579,7 +579,7 @@ fn vxlan_spec_parsed() {
 fn test_config_vxlan_bad_specs() {
     for (bad, needle) in [
         ("vx0", "no `=`"),
-        ("vx0=10.0.0.1,42,up0", "at least 4"),
+        ("vx0=42,up0", "at least 3"),
         ("vx0=10.0.0.300,10.0.0.2,42,up0", "not an IPv4 address"),
         ("vx0=0.0.0.0,10.0.0.2,42,up0", "not a unicast"),
         ("vx0=10.0.0.1,224.0.0.1,42,up0", "not a unicast"),
@@ -599,6 +599,112 @@ fn test_config_vxlan_bad_specs() {
     let arg = format!("vx0=10.0.0.1,{},42,up0", many.join(","));
     let err = parse(&["--vxlan", &arg]).unwrap_err();
     assert!(err.to_string().contains("at most 16"), "{err}");
+}
+
+#[test]
+fn test_config_vxlan_without_remotes_needs_evpn() {
+    let err = parse(&[
+        "--dpdk-port",
+        "up0=net_ring0",
+        "--vxlan",
+        "vx0=10.0.0.1,42,up0",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no remote VTEP") && err.to_string().contains("--evpn"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_config_evpn_names_unknown_tunnel() {
+    let err = parse(&[
+        "--dpdk-port",
+        "up0=net_ring0",
+        "--vxlan",
+        "vx0=10.0.0.1,42,up0",
+        "--evpn",
+        "vx1",
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::UnknownPort { option: "--evpn", name } if name == "vx1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_config_evpn_same_vni_twice() {
+    let err = parse(&[
+        "--dpdk-port",
+        "up0=net_ring0",
+        "--dpdk-port",
+        "up1=net_ring1",
+        "--vxlan",
+        "vx0=10.0.0.1,42,up0",
+        "--vxlan",
+        "vx1=10.0.1.1,42,up1",
+        "--evpn",
+        "vx0",
+        "--evpn",
+        "vx1",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("already runs EVPN for VNI 42"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn test_config_evpn_tunnel_without_remotes() {
+    let c = parse(&[
+        "--dpdk-port",
+        "up0=net_ring0",
+        "--vxlan",
+        "vx0=10.0.0.1,42,up0",
+        "--evpn",
+        "vx0",
+        "--evpn-mac-limit",
+        "100",
+    ])
+    .unwrap();
+    assert!(c.vxlan[0].evpn && c.vxlan[0].remotes.is_empty());
+    assert_eq!(c.evpn_mac_limit, 100);
+    let c = parse(&["--dpdk-port", "up0=net_ring0"]).unwrap();
+    assert_eq!(c.evpn_mac_limit, crate::evpn::DEFAULT_MAC_LIMIT);
+    let file = parse_file_args(
+        "evpn_mac_limit = 9\n[[dpdk_port]]\nname = \"u\"\ndevargs = \"net_ring0\"\n[[vxlan]]\nname = \"v\"\nlocal = \"10.1.0.1\"\nvni = 7\nuplink = \"u\"\nevpn = true\n",
+        &[],
+    )
+    .unwrap();
+    assert!(file.vxlan[0].evpn && file.vxlan[0].remotes.is_empty());
+    assert_eq!(file.evpn_mac_limit, 9);
+}
+
+#[test]
+fn test_config_evpn_hold() {
+    assert_eq!(parse(&[]).unwrap().evpn_hold_secs, 0);
+    assert_eq!(parse(&["--evpn-hold", "60"]).unwrap().evpn_hold_secs, 60);
+    for bad in ["3601", "-1", "soon"] {
+        let err = parse(&["--evpn-hold", bad]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::EvpnHoldOutOfRange { value } if value == bad),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn test_config_evpn_mac_limit_out_of_range() {
+    for bad in ["0", "65537", "-1", "many"] {
+        let err = parse(&["--evpn-mac-limit", bad]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::EvpnMacLimitOutOfRange { value } if value == bad),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]

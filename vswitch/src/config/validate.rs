@@ -53,7 +53,8 @@ pub fn is_pci_devargs(devargs: &str) -> bool {
     matches!(devfn.split_once('.'), Some((d, f)) if hex(bus, 2) && hex(d, 2) && hex(f, 1))
 }
 
-/// Parses `NAME=LOCAL_IP,REMOTE_IP[,REMOTE_IP...],VNI,UPLINK`.
+/// Parses `NAME=LOCAL_IP[,REMOTE_IP...],VNI,UPLINK` (no remote: EVPN gives them, which the
+/// merge step checks).
 pub fn parse_vxlan(value: &str) -> Result<VxlanSpec, ConfigError> {
     let bad = |reason: String| ConfigError::BadVxlan {
         value: value.to_owned(),
@@ -63,9 +64,9 @@ pub fn parse_vxlan(value: &str) -> Result<VxlanSpec, ConfigError> {
         .split_once('=')
         .ok_or_else(|| bad("no `=` after the port name".to_owned()))?;
     let fields: Vec<&str> = rest.split(',').map(str::trim).collect();
-    if fields.len() < 4 {
+    if fields.len() < 3 {
         return Err(bad(format!(
-            "{} field(s) after `=`; at least 4 are needed",
+            "{} field(s) after `=`; at least 3 are needed (4 with a remote VTEP)",
             fields.len()
         )));
     }
@@ -119,6 +120,7 @@ pub fn parse_vxlan(value: &str) -> Result<VxlanSpec, ConfigError> {
         vni,
         uplink: uplink.to_owned(),
         vlan: None,
+        evpn: false,
     })
 }
 
@@ -130,6 +132,25 @@ pub(super) fn validate_tunnels(
 ) -> Result<(), ConfigError> {
     for (i, v) in vxlan.iter().enumerate() {
         let value = || format!("{}=...,{},{}", v.name, v.vni, v.uplink);
+        if v.remotes.is_empty() && !v.evpn {
+            return Err(ConfigError::BadVxlan {
+                value: value(),
+                reason:
+                    "no remote VTEP: list at least one, or give --evpn to learn them from BGP EVPN"
+                        .to_owned(),
+            });
+        }
+        if v.evpn {
+            if let Some(o) = vxlan[..i].iter().find(|o| o.evpn && o.vni == v.vni) {
+                return Err(ConfigError::BadVxlan {
+                    value: value(),
+                    reason: format!(
+                        "tunnel `{}` already runs EVPN for VNI {} (the kernel mirror is one per VNI)",
+                        o.name, v.vni
+                    ),
+                });
+            }
+        }
         if !dpdk_by_name.contains_key(&v.uplink) {
             return Err(ConfigError::BadVxlan {
                 value: value(),

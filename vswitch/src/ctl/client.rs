@@ -124,6 +124,10 @@ impl CtlClient {
         self.typed(&Request::Channels)
     }
 
+    pub fn evpn(&mut self) -> Result<crate::evpn::EvpnReply, CtlError> {
+        self.typed(&Request::Evpn)
+    }
+
     pub fn pmd_stats(&mut self) -> Result<PmdStatsReply, CtlError> {
         self.typed(&Request::PmdStats)
     }

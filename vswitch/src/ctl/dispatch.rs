@@ -13,6 +13,7 @@ use super::protocol::{
 };
 use crate::capture::Tap;
 use crate::config::PortSpec;
+use crate::evpn::EvpnReply;
 
 /// What the switch provides to the control socket. Called from the control socket's
 /// connection threads, never from a PMD.
@@ -28,6 +29,10 @@ pub trait CtlHandler: Send + Sync {
     /// Fast-path channels granted by the hooks, with their counters.
     fn channels(&self) -> ChannelsReply {
         ChannelsReply::default()
+    }
+    /// The EVPN segments' state (`--evpn`): none unless the switch runs EVPN.
+    fn evpn(&self) -> EvpnReply {
+        EvpnReply::default()
     }
     /// The capture hook of port `name` (any kind of port), for `capture`.
     fn tap(&self, name: &str) -> Result<Arc<Tap>, String> {
@@ -87,6 +92,7 @@ pub fn dispatch(handler: &dyn CtlHandler, line: &[u8]) -> Result<Value, String> 
             handler.pmd_rxq_rebalance(&a).and_then(to_data)
         }
         "channels" => no_args(&args).and_then(|()| to_data(handler.channels())),
+        "evpn" => no_args(&args).and_then(|()| to_data(handler.evpn())),
         "add-port" => {
             field_types(
                 &cmd,

@@ -16,7 +16,7 @@ pub use crate::netdev::LinkInfo;
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The commands, for error messages.
 pub const COMMANDS: &str = "show, stats, fdb, pmd-stats, pmd-rxq-show, pmd-rxq-rebalance, \
-                            channels, add-port, del-port, capture";
+                            channels, evpn, add-port, del-port, capture";
 
 /// A request, as the client sends it. The server parses by hand (see [`dispatch`]) to give
 /// precise messages, but accepts exactly what this serializes to.
@@ -30,6 +30,7 @@ pub enum Request {
     PmdRxqShow,
     PmdRxqRebalance(RebalanceArgs),
     Channels,
+    Evpn,
     AddPort(PortSpec),
     DelPort {
         name: String,
@@ -175,8 +176,11 @@ pub struct TunnelInfo {
     pub remotes: Vec<RemoteVtepInfo>,
     /// Largest inner frame (Ethernet header included) the uplink's MTU lets through.
     pub max_inner_frame: usize,
-    /// Inner MACs learned behind the remotes.
+    /// Inner MACs learned behind the remotes (with EVPN: installed from BGP).
     pub learned_macs: usize,
+    /// Remotes and inner MACs come from BGP EVPN (`--evpn`; `vswitchctl evpn` has the rest).
+    #[serde(default)]
+    pub evpn: bool,
 }
 
 /// A port that is not a vhost-user port: a DPDK uplink or a VXLAN tunnel.

@@ -70,10 +70,11 @@ pub(super) fn handle_arp(up: &UplinkIo, a: &wire::ArpRx, out: &mut ArpReplies) {
 pub(super) fn resolve_remotes(up: &UplinkIo, now: u32, out: &mut ArpReplies) {
     for t in &up.tunnels {
         for r in t.remotes.iter() {
+            let Some(ip) = r.addr() else { continue };
             if r.mac().is_none() && r.arp_due(now) {
                 out.push(ArpTask::Request {
                     local: t.local,
-                    target: r.ip,
+                    target: ip,
                 });
             }
         }

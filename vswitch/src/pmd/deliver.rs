@@ -138,14 +138,21 @@ fn deliver_vxlan<F: Frames>(
 ) {
     let c = &t.counters[pmd];
     let max_inner = up.mtu.saturating_sub(VXLAN_MTU_OVERHEAD);
-    // The outer headers toward each remote whose MAC is known, built once per burst.
+    // Per burst: which slots hold a remote (and which of those flood), and the outer headers
+    // toward each remote whose MAC is known. An EVPN slot may change between bursts, never
+    // inside one.
     let mut outer: [Option<OuterHeader>; MAX_REMOTES] = [None; MAX_REMOTES];
-    for (o, r) in outer.iter_mut().zip(t.remotes.iter()) {
-        *o = r
+    let mut used = [false; MAX_REMOTES];
+    let mut flood = [false; MAX_REMOTES];
+    for (i, r) in t.remotes.iter().enumerate().take(MAX_REMOTES) {
+        let Some(ip) = r.addr() else { continue };
+        used[i] = true;
+        flood[i] = r.floods();
+        outer[i] = r
             .mac()
-            .map(|mac| OuterHeader::new(up.mac, mac, t.local, r.ip, t.vni));
+            .map(|mac| OuterHeader::new(up.mac, mac, t.local, ip, t.vni));
     }
-    let nremotes = t.remotes.len();
+    let nremotes = t.remotes.len().min(MAX_REMOTES);
     let mut too_big = 0u64;
     let mut no_bufs = 0u64;
     let mut unresolved = 0u64;
@@ -167,18 +174,25 @@ fn deliver_vxlan<F: Frames>(
             looked_up = (h.dst, r.unwrap_or(u16::MAX));
             r
         };
-        let (first, last) = match target {
-            Some(r) if usize::from(r) < nremotes => (usize::from(r), usize::from(r) + 1),
-            _ => (0, nremotes),
+        let (first, last, all) = match target {
+            Some(r) if usize::from(r) < nremotes && used[usize::from(r)] => {
+                (usize::from(r), usize::from(r) + 1, false)
+            }
+            _ => (0, nremotes, true),
         };
         for (r, o) in outer.iter().enumerate().take(last).skip(first) {
+            if all && !flood[r] {
+                continue;
+            }
             let Some(o) = o else {
                 unresolved += 1;
-                if t.remotes[r].arp_due(now) {
-                    arp.push(ArpTask::Request {
-                        local: t.local,
-                        target: t.remotes[r].ip,
-                    });
+                if let Some(ip) = t.remotes[r].addr() {
+                    if t.remotes[r].arp_due(now) {
+                        arp.push(ArpTask::Request {
+                            local: t.local,
+                            target: ip,
+                        });
+                    }
                 }
                 continue;
             };

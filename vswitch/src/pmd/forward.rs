@@ -294,7 +294,7 @@ impl Forwarder {
                 let f = &up.io.frame(i)[s..e];
                 // Which remote VTEP the inner source lives behind (once per run of one MAC).
                 let src = mac_word([f[6], f[7], f[8], f[9], f[10], f[11]]);
-                if (src, remote[i]) != learned && src & 1 == 0 {
+                if !t.evpn && (src, remote[i]) != learned && src & 1 == 0 {
                     t.vteps.learn(0, mac_bytes(src), u16::from(remote[i]), now);
                     learned = (src, remote[i]);
                 }

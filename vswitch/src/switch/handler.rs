@@ -181,13 +181,16 @@ impl DevEntry {
                         remotes: t
                             .remotes
                             .iter()
-                            .map(|r| RemoteVtepInfo {
-                                ip: r.ip.to_string(),
-                                mac: r.mac().map(format_mac),
+                            .filter_map(|r| {
+                                r.addr().map(|ip| RemoteVtepInfo {
+                                    ip: ip.to_string(),
+                                    mac: r.mac().map(format_mac),
+                                })
                             })
                             .collect(),
                         max_inner_frame: mtu.saturating_sub(VXLAN_MTU_OVERHEAD),
                         learned_macs: t.vteps.entries(now).len(),
+                        evpn: t.evpn,
                     }),
                 }
             }
@@ -274,6 +277,10 @@ impl CtlHandler for Switch {
 
     fn pmd_rxq_rebalance(&self, args: &RebalanceArgs) -> Result<RebalanceReply, String> {
         self.rxq_rebalance(args)
+    }
+
+    fn evpn(&self) -> crate::evpn::EvpnReply {
+        self.evpn_status()
     }
 
     fn channels(&self) -> ChannelsReply {

@@ -67,6 +67,10 @@ pub struct Switch {
     mac_aging_secs: u32,
     /// Queue loads and their intervals (`pmd-rxq-show`, `pmd-rxq-rebalance`).
     placement: Placement,
+    /// Remote MACs per EVPN tunnel (`--evpn-mac-limit`), for sizing their tables.
+    evpn_mac_limit: usize,
+    /// The kernel mirror of the EVPN tunnels (`--evpn`), once they are up.
+    evpn: Mutex<Option<crate::evpn::Mirror>>,
 }
 
 /// The ports as the hooks authority sees them.
@@ -139,6 +143,8 @@ impl Switch {
             hooks,
             mac_aging_secs: cfg.mac_aging_secs,
             placement,
+            evpn: Mutex::default(),
+            evpn_mac_limit: cfg.evpn_mac_limit,
         })
     }
 
@@ -182,7 +188,51 @@ impl Switch {
         for v in &cfg.vxlan {
             self.add_vxlan(v)?;
         }
+        self.start_evpn(cfg)
+    }
+
+    /// Starts the kernel mirror of the EVPN tunnels, if there are any.
+    #[cfg(feature = "dpdk")]
+    fn start_evpn(&self, cfg: &Config) -> Result<(), String> {
+        let tunnels: Vec<Arc<VxlanPort>> = self
+            .devices()
+            .values()
+            .filter_map(|d| match d {
+                DevEntry::Vxlan(t) if t.evpn => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        if tunnels.is_empty() {
+            return Ok(());
+        }
+        let ports = self.ports.clone();
+        let list: crate::evpn::PortList = Arc::new(move || {
+            ports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .map(|e| (e.port.id, e.port.vlan, e.port.name().to_owned()))
+                .collect()
+        });
+        let m = crate::evpn::Mirror::start(
+            &tunnels,
+            self.shared.clone(),
+            list,
+            cfg.evpn_mac_limit,
+            cfg.evpn_hold_secs,
+        )?;
+        *self.evpn.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
         Ok(())
+    }
+
+    /// What the EVPN mirror holds (empty without EVPN tunnels).
+    pub fn evpn_status(&self) -> crate::evpn::EvpnReply {
+        self.evpn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|m| m.status())
+            .unwrap_or_default()
     }
 
     /// Without the `dpdk` feature there are no devices to open (the configuration refuses
@@ -263,7 +313,7 @@ impl Switch {
             }
         };
         let id = Switch::free_id(&ports, &devices)?;
-        let t = Arc::new(VxlanPort::new(
+        let mut t = VxlanPort::new(
             id,
             &spec.name,
             spec.vlan.unwrap_or(0),
@@ -273,17 +323,22 @@ impl Switch {
             (uplink.id, &uplink.name),
             self.mac_aging_secs,
             self.pmds.len(),
-        ));
+        );
+        if spec.evpn {
+            t = t.with_evpn(self.evpn_mac_limit);
+        }
+        let t = Arc::new(t);
         for pmd in &self.pmds {
             let p = t.clone();
             pmd.command_with(|done| Command::AddVxlan { port: p, done })??;
         }
         tracing::info!(
-            "vxlan {} added: vni {} from {} to {:?} over {} (id {id}, vlan {}, inner frames up to {} bytes)",
+            "vxlan {} added: vni {} from {} to {:?}{} over {} (id {id}, vlan {}, inner frames up to {} bytes)",
             spec.name,
             spec.vni,
             spec.local,
             spec.remotes,
+            if spec.evpn { " and EVPN's remotes" } else { "" },
             spec.uplink,
             t.vlan,
             uplink.dev.mtu().saturating_sub(VXLAN_MTU_OVERHEAD)
@@ -445,6 +500,11 @@ impl Switch {
     pub fn shutdown(&self) {
         if let Some(h) = &self.hooks {
             h.stop();
+        }
+        // The mirror first: its routes leave the tunnels before the tunnels go.
+        let mirror = self.evpn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut m) = mirror {
+            m.stop();
         }
         let names: Vec<String> = self.ports().keys().cloned().collect();
         for n in names {

@@ -6,6 +6,9 @@
 //! Each test binary uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod frr;
+pub mod netns;
+
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write as _;

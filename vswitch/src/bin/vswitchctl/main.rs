@@ -9,6 +9,7 @@ use vswitch::config::{PortMode, PortSpec};
 use vswitch::ctl::{CtlClient, CtlError, RebalanceArgs, Request};
 
 mod capture;
+mod evpn;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,7 @@ const AFTER_HELP: &str = "\
 EXAMPLES:
   vswitchctl --ctl /run/vswitch/ctl.sock show
   vswitchctl --ctl /run/vswitch/ctl.sock pmd-stats
+  vswitchctl --ctl /run/vswitch/ctl.sock evpn --json | jq '.segments[].remote_macs'
   vswitchctl --ctl /run/vswitch/ctl.sock pmd-rxq-show
   vswitchctl --ctl /run/vswitch/ctl.sock pmd-rxq-rebalance --dry-run
   vswitchctl --ctl /run/vswitch/ctl.sock stats --json | jq '.ports[].drops'
@@ -87,6 +89,9 @@ enum Command {
     },
     /// Fast-path channels granted by the hooks: owner, user, mode, counters.
     Channels,
+    /// BGP EVPN segments (--evpn): per VNI the local MACs exported, the MACs BGP gave and
+    /// behind which VTEP, the flood list, and control input refused (by reason).
+    Evpn,
     /// Add a vhost-user port to the running switch.
     #[command(group(ArgGroup::new("mode").required(true).args(["server", "client"])))]
     AddPort {
@@ -188,6 +193,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
             Request::PmdRxqRebalance(RebalanceArgs { dry_run: *dry_run })
         }
         Command::Channels => Request::Channels,
+        Command::Evpn => Request::Evpn,
         Command::AddPort {
             name,
             server,
@@ -246,6 +252,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
             render_rebalance(&serde_json::from_value(data).map_err(decode)?)
         }
         Request::Channels => render_channels(&serde_json::from_value(data).map_err(decode)?),
+        Request::Evpn => evpn::render(&serde_json::from_value(data).map_err(decode)?),
         Request::AddPort(spec) => format!("added port {}\n", spec.name),
         Request::DelPort { name } => format!("deleted port {name}\n"),
         Request::Capture(_) => unreachable!("capture returned above"),

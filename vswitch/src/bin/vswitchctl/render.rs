@@ -149,8 +149,16 @@ fn render_device(out: &mut String, d: &DeviceInfo) {
     if let Some(t) = &d.tunnel {
         let _ = writeln!(
             out,
-            "{}: vxlan vni {} from {} over {}, {vlan}",
-            d.name, t.vni, t.local, t.uplink
+            "{}: vxlan vni {} from {} over {}, {vlan}{}",
+            d.name,
+            t.vni,
+            t.local,
+            t.uplink,
+            if t.evpn {
+                ", remotes from BGP EVPN"
+            } else {
+                ""
+            }
         );
         for r in &t.remotes {
             match &r.mac {

@@ -85,6 +85,7 @@ impl CtlHandler for Fake {
                         ],
                         max_inner_frame: 1464,
                         learned_macs: 1,
+                        evpn: false,
                     }),
                 },
             ],
