@@ -14,12 +14,13 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::eventfd::EventFd;
 
 use crate::connection::{Connection, Message};
+use crate::dirty_log::DirtyLog;
 use crate::error::{Error, Result};
 use crate::memory::{GuestMemory, MAX_MEM_SLOTS};
 use crate::message::{
@@ -31,8 +32,16 @@ use crate::net::{self, NetConfig, DEVICE_FEATURES};
 use crate::ring::MAX_QUEUE_SIZE;
 use crate::virtq::{DeviceQueue, QueueCounters, QueueFeatures, QueueLayout};
 
+mod migration;
+mod slot;
+
+pub use migration::RarpSink;
+pub use slot::QueueSlot;
+
 /// Protocol features this backend offers.
 pub const PROTOCOL_FEATURES: u64 = pf::MQ
+    | pf::LOG_SHMFD
+    | pf::RARP
     | pf::REPLY_ACK
     | pf::NET_MTU
     | pf::BACKEND_REQ
@@ -43,48 +52,6 @@ pub const PROTOCOL_FEATURES: u64 = pf::MQ
 
 /// Most queue pairs a port may have.
 pub const MAX_QUEUE_PAIRS: u16 = 16;
-
-/// Where the data plane finds one virtqueue. `None` while the queue is not running.
-#[derive(Default)]
-pub struct QueueSlot {
-    queue: Mutex<Option<DeviceQueue>>,
-    running: AtomicBool,
-}
-
-impl QueueSlot {
-    /// Cheap check before trying the lock: false when no queue is installed.
-    #[inline]
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Relaxed)
-    }
-
-    /// The data plane's access: the queue for one burst, or `None` when the slot is busy (the
-    /// control side is changing it) or empty.
-    #[inline]
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, Option<DeviceQueue>>> {
-        match self.queue.try_lock() {
-            Ok(g) => Some(g),
-            // A poll thread panicked holding the lock; the queue state is still consistent at
-            // burst granularity, so keep serving rather than wedging the port.
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<DeviceQueue>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn install(&self, q: DeviceQueue) {
-        *self.lock() = Some(q);
-        self.running.store(true, Ordering::Release);
-    }
-
-    fn take(&self) -> Option<DeviceQueue> {
-        self.running.store(false, Ordering::Release);
-        self.lock().take()
-    }
-}
 
 /// Static settings of a backend.
 #[derive(Debug, Clone)]
@@ -144,6 +111,10 @@ pub struct QueueInfo {
     pub started: bool,
     pub enabled: bool,
     pub running: bool,
+    /// The queue's writes into guest memory are logged (a migration is under way).
+    pub logging: bool,
+    /// ... and so are its used-ring writes (`VHOST_VRING_F_LOG`).
+    pub log_used: bool,
     pub error: Option<String>,
 }
 
@@ -171,6 +142,13 @@ pub struct Backend {
     backend_req: Option<UnixStream>,
     info: Arc<Mutex<DeviceInfo>>,
     counters: Arc<BackendCounters>,
+    /// The dirty log of a migration (`SET_LOG_BASE`); queues log into it while LOG_ALL is
+    /// acked.
+    log: Option<Arc<DirtyLog>>,
+    /// `SET_LOG_FD`'s eventfd, kept open.
+    log_fd: Option<OwnedFd>,
+    /// Where `SEND_RARP` goes.
+    rarp: Option<RarpSink>,
 }
 
 impl Backend {
@@ -215,6 +193,9 @@ impl Backend {
             backend_req: None,
             info: Arc::new(Mutex::new(DeviceInfo::default())),
             counters: messages,
+            log: None,
+            log_fd: None,
+            rarp: None,
         }
     }
 
@@ -404,6 +385,7 @@ impl Backend {
                 let regions = parse_mem_table(body)?;
                 expect_fds(regions.len())?;
                 let mem = GuestMemory::from_table(&regions, fds)?;
+                self.check_log_covers(&mem)?;
                 self.replace_memory(mem);
                 Ok(Reply::Ack)
             }
@@ -422,6 +404,7 @@ impl Backend {
                     Some(m) => m.with_region(r, fd)?,
                     None => GuestMemory::from_table(&[r], vec![fd])?,
                 };
+                self.check_log_covers(&mem)?;
                 self.replace_memory(mem);
                 Ok(Reply::Ack)
             }
@@ -458,6 +441,7 @@ impl Backend {
                 expect_fds(0)?;
                 let a = VringAddr::parse(body)?;
                 let i = self.vring_index(a.index)?;
+                self.check_vring_log(&a, self.vrings[i].num)?;
                 let was_running = self.stop_queue(i);
                 self.vrings[i].addr = Some(a);
                 if was_running {
@@ -546,6 +530,21 @@ impl Backend {
                         )))
                     }
                 }
+                Ok(Reply::Ack)
+            }
+            Request::SET_LOG_BASE => {
+                // QEMU waits for a reply whatever REPLY_ACK says and reads any payload; rust-vmm's
+                // frontend wants the log region back: echo it.
+                let r = self.set_log_base(body, fds)?;
+                Ok(Reply::Payload(r.to_bytes().to_vec()))
+            }
+            Request::SET_LOG_FD => {
+                no_body_or_u64(req, body)?;
+                self.set_log_fd(fds)?;
+                Ok(Reply::Ack)
+            }
+            Request::SEND_RARP => {
+                self.send_rarp(body, nfds)?;
                 Ok(Reply::Ack)
             }
             Request::NET_SET_MTU => {
@@ -639,7 +638,14 @@ impl Backend {
         if f == self.features {
             return Ok(());
         }
-        // Header length and ring behaviour depend on the features: restart running queues.
+        if (f ^ self.features) & net::F_LOG_ALL != 0 {
+            tracing::info!(
+                "dirty logging {} (VHOST_F_LOG_ALL)",
+                if f & net::F_LOG_ALL != 0 { "on" } else { "off" }
+            );
+        }
+        // Header length, ring behaviour and logging depend on the features: restart running
+        // queues.
         let running: Vec<usize> = (0..self.vrings.len())
             .filter(|&i| self.stop_queue(i))
             .collect();
@@ -671,6 +677,16 @@ impl Backend {
         }
     }
 
+    /// Stops and restarts every running queue, so each picks up what changed (features, log).
+    fn restart_running(&mut self) {
+        let running: Vec<usize> = (0..self.vrings.len())
+            .filter(|&i| self.stop_queue(i))
+            .collect();
+        for i in running {
+            self.try_start(i);
+        }
+    }
+
     /// Takes queue `i` away from the data plane (waiting at most for its current burst) and
     /// records where it stopped. Returns whether it was running.
     fn stop_queue(&mut self, i: usize) -> bool {
@@ -691,6 +707,10 @@ impl Backend {
         }
         let pf_negotiated = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         let qf = self.queue_features();
+        let log = match (self.vrings[i].addr, self.vrings[i].num) {
+            (Some(a), Some(n)) => self.queue_log(&a, n),
+            _ => Ok(None),
+        };
         let v = &mut self.vrings[i];
         // A ring starts disabled when PROTOCOL_FEATURES is acked, enabled otherwise (QEMU 7.2
         // does not ack the bit, yet sends SET_VRING_ENABLE; DPDK's vhost behaves the same).
@@ -701,6 +721,14 @@ impl Backend {
         if !v.started || !enabled {
             return;
         }
+        let log = match log {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("queue {i} cannot start: {e}");
+                v.error = Some(e);
+                return;
+            }
+        };
         let call = match v.call.as_ref().map(nonblocking_call_fd).transpose() {
             Ok(c) => c,
             Err(e) => {
@@ -715,13 +743,15 @@ impl Backend {
             used_uva: addr.used,
         };
         match DeviceQueue::new(mem.clone(), layout, qf, v.base, call, v.counters.clone()) {
-            Ok(q) => {
+            Ok(mut q) => {
                 v.error = None;
+                q.set_log(log);
                 tracing::info!(
-                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}",
+                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}, logging {}",
                     v.base,
                     qf.event_idx,
-                    qf.mrg_rxbuf
+                    qf.mrg_rxbuf,
+                    q.logging()
                 );
                 self.slots[i].install(q);
             }
@@ -755,6 +785,8 @@ impl Backend {
             };
         }
         self.mem = None;
+        self.log = None;
+        self.log_fd = None;
         self.features = 0;
         self.status = 0;
         self.net_config.mtu = self.cfg.mtu;
@@ -788,6 +820,7 @@ impl Backend {
         info.status = self.status;
         info.mtu = self.net_config.mtu;
         info.memory_regions = self.mem.as_ref().map_or(0, |m| m.regions().count());
+        let logging = self.logging();
         info.queues = self
             .vrings
             .iter()
@@ -798,6 +831,10 @@ impl Backend {
                 started: v.started,
                 enabled: v.enabled.unwrap_or(false),
                 running: self.slots[i].is_running(),
+                logging: logging && self.slots[i].is_running(),
+                log_used: logging
+                    && v.addr
+                        .is_some_and(|a| a.flags & message::VRING_ADDR_F_LOG != 0),
                 error: v.error.clone(),
             })
             .collect();
@@ -877,5 +914,4 @@ fn no_body_or_u64(req: Request, body: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-#[path = "backend_tests.rs"]
 mod tests;
