@@ -7,7 +7,7 @@ use super::*;
 use crate::connection::Connection;
 use crate::driver::{DriverMemory, DriverQueue};
 use crate::frontend::Frontend;
-use crate::message::{MemRegionDesc, FLAG_NEED_REPLY, VERSION};
+use crate::message::{MemRegionDesc, VringState, FLAG_NEED_REPLY, VERSION};
 use crate::net::{F_EVENT_IDX, F_INDIRECT_DESC, F_MRG_RXBUF, F_VERSION_1};
 use crate::virtq::Source;
 use std::os::fd::{AsFd, AsRawFd};
