@@ -340,7 +340,7 @@ fn assert_closed(p: Peer, what: &str) {
 #[test]
 fn test_log_fd_too_small_for_memory() {
     let (mut p, g, _) = migrating_peer("mig-small");
-    // 4 MiB of guest memory at gpa 0 needs 128 bytes of log.
+    // 4 MiB of guest memory at 4 GiB needs 128 KiB + 128 bytes of log.
     let log = LogFile::new(16, 0);
     assert!(p.fe.set_log_base(16, 0, log.fd.as_fd()).is_err());
     drop(g);
@@ -351,13 +351,19 @@ fn test_log_fd_too_small_for_memory() {
 fn test_log_fd_too_small_for_high_guest_addresses() {
     // The log covers pages from 0 up to the highest guest address, not the memory's size.
     let mut p = start();
-    let mut mem = DriverMemory::with_gpa_base("mig-high", 4 << 20, false, 1 << 32).unwrap();
+    let mut mem = DriverMemory::with_gpa_base("mig-high", 4 << 20, false, 1 << 36).unwrap();
     let rx = DriverQueue::new(&mut mem, 256, 2048, 12).unwrap();
     let tx = DriverQueue::new(&mut mem, 256, 2048, 12).unwrap();
     let g = Guest { mem, rx, tx };
     setup(&mut p, &g);
-    let small = LogFile::new(128, 0);
+    // A log sized for the memory's 4 MiB (128 bytes), or even for 32 GiB of it, is too small
+    // for memory at 64 GiB.
+    let small = LogFile::new(1 << 20, 0);
     assert!(p.fe.set_log_base(128, 0, small.fd.as_fd()).is_err());
+    assert_closed(p, "too small");
+    let mut p = start();
+    setup(&mut p, &g);
+    assert!(p.fe.set_log_base(1 << 20, 0, small.fd.as_fd()).is_err());
     assert_closed(p, "too small");
 }
 
