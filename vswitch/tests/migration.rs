@@ -213,3 +213,61 @@ fn test_log_fd_too_small_for_memory() {
     send_one(&mut a, &m);
     assert!(recv_until(&mut again, &m, "bad-again").is_empty());
 }
+
+/// A port whose frontend sends `bad` (after a normal setup) loses its connection; the switch
+/// says why, and A and B keep forwarding throughout.
+fn closes_only_its_port(test: &str, why: &str, bad: impl FnOnce(&mut Guest) -> bool) {
+    let _heavy = heavy();
+    let sw = SwitchBuilder::new(test)
+        .server("a")
+        .server("b")
+        .server("bad")
+        .spawn();
+    let mut a = connect(&sw.sock("a"), "a");
+    let mut b = connect(&sw.sock("b"), "b");
+    let mut g = connect(&sw.sock("bad"), "bad");
+    still_forwarding(&mut a, &mut b, "before");
+    assert!(bad(&mut g), "the bad request was accepted");
+    sw.wait_port_state("bad", vswitch::ctl::PortState::Listening);
+    assert!(sw.log().contains(why), "{}", sw.log());
+    still_forwarding(&mut a, &mut b, "after");
+    still_forwarding_back(&mut b, &mut a, "after, back");
+}
+
+#[test]
+fn test_log_offset_past_file() {
+    closes_only_its_port("mig-logoff", "past the end of its", |g| {
+        let (fd, bytes) = log_for(g, None);
+        g.frontend()
+            .set_log_base(bytes, 1 << 30, fd.as_fd())
+            .is_err()
+    });
+}
+
+#[test]
+fn test_log_guest_addr_outside_guest_memory() {
+    closes_only_its_port("mig-logaddr", "outside guest memory", |g| {
+        let (fd, bytes) = log_for(g, None);
+        let (f, rx) = (g.features, g.rx.layout());
+        let fe = g.frontend();
+        fe.set_log_base(bytes, 0, fd.as_fd()).unwrap();
+        fe.set_features(f | F_LOG_ALL).unwrap();
+        fe.set_vring_addr_logged(0, &rx, 1 << 44).is_err()
+    });
+}
+
+#[test]
+fn test_vring_f_log_with_log_all_before_mem_table() {
+    // A fresh frontend on the port: features with LOG_ALL, then a logged ring before any
+    // memory table.
+    closes_only_its_port("mig-nomem", "before SET_MEM_TABLE", |g| {
+        let rx = g.rx.layout();
+        let fe = g.frontend();
+        // RESET_OWNER-like: a device reset drops the memory table (status 0).
+        fe.set_status(0).unwrap();
+        fe.set_features(vhost_user::net::F_VERSION_1 | F_LOG_ALL)
+            .unwrap();
+        fe.set_vring_num(0, 256).unwrap();
+        fe.set_vring_addr_logged(0, &rx, 0x1_0000_2000).is_err()
+    });
+}
