@@ -459,12 +459,19 @@ impl Backend {
 
     /// A device reset (status 0, RESET_DEVICE): queues, memory and virtio features go; the
     /// vhost-user session itself (owner, protocol features, backend channel) stays.
+    ///
+    /// Where each ring stopped survives: QEMU (7.2) stops a device by writing status 0 *before*
+    /// `GET_VRING_BASE`, and must still learn each ring's position (or the migration it is
+    /// stopping for sends the destination an avail index of 0). A frontend sets the base again
+    /// before it starts a ring, and a ring whose used index disagrees resumes from that index.
     fn reset_device(&mut self) {
         for i in 0..self.vrings.len() {
-            self.slots[i].take();
+            self.stop_queue(i);
             let counters = self.vrings[i].counters.clone();
+            let base = self.vrings[i].base;
             self.vrings[i] = Vring {
                 counters,
+                base,
                 ..Vring::default()
             };
         }

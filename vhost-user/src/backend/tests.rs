@@ -541,6 +541,27 @@ fn test_status_zero_resets_device() {
 }
 
 #[test]
+fn get_vring_base_after_status_zero_reports_where_the_ring_stopped() {
+    // QEMU 7.2 stops a vhost-user device (for a migration, say) with SET_STATUS 0 and only
+    // then GET_VRING_BASE: the rings' positions must survive the reset.
+    let mut p = start();
+    let mut g = guest("be-status-base");
+    setup(&mut p, &g);
+    g.rx.refill_rx();
+    for i in 0..7 {
+        assert!(g.tx.push_tx(&frame(100, i)));
+    }
+    g.tx.publish();
+    assert_eq!(loopback(&p.slots), 7);
+    p.fe.set_status(0).unwrap();
+    assert!(!p.slots[0].is_running() && !p.slots[1].is_running());
+    assert_eq!(p.fe.get_vring_base(1).unwrap(), 7);
+    assert_eq!(p.fe.get_vring_base(0).unwrap(), 7);
+    p.still_serving();
+    p.finish().unwrap();
+}
+
+#[test]
 fn new_memory_table_while_running_keeps_queue() {
     let mut p = start();
     let mut g = guest("be-remap");
