@@ -464,6 +464,8 @@ pub struct VmConfig {
     pub server: bool,
     /// Run QEMU with `taskset -c CPU`.
     pub cpu: Option<usize>,
+    /// QEMU arguments after the usual ones (a monitor, `-incoming`, `-global` properties).
+    pub extra: Vec<String>,
 }
 
 impl VmConfig {
@@ -478,7 +480,14 @@ impl VmConfig {
             reconnect: None,
             server: false,
             cpu: None,
+            extra: Vec::new(),
         }
+    }
+
+    /// Appends QEMU arguments after the usual ones.
+    pub fn qemu_args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// Appends the guest's parameters.
@@ -570,6 +579,7 @@ pub fn qemu_args(image: &GuestImage, console: &Path, cfg: &VmConfig) -> Vec<Stri
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(cfg.extra.iter().cloned())
     .collect()
 }
 
