@@ -7,9 +7,9 @@ use std::path::Path;
 
 use vhost_user::backend::PROTOCOL_FEATURES;
 use vhost_user::message::{
-    mem_table_bytes, protocol_features as pf, single_region_bytes, ConfigMsg, Header,
-    MemRegionDesc, Request, VringAddr, VringState, FLAG_NEED_REPLY, VERSION,
-    VHOST_USER_F_PROTOCOL_FEATURES, VRING_NOFD_MASK,
+    mem_table_bytes, protocol_features as pf, rarp_bytes, single_region_bytes, ConfigMsg, Header,
+    LogRegion, MemRegionDesc, Request, VringAddr, VringState, FLAG_NEED_REPLY, VERSION,
+    VHOST_USER_F_PROTOCOL_FEATURES, VRING_ADDR_F_LOG, VRING_NOFD_MASK,
 };
 use vhost_user::net;
 use vhost_user::ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -115,6 +115,30 @@ impl Session {
             self.state(Request::SET_VRING_ENABLE, q, 1);
         }
         self
+    }
+
+    /// `SET_VRING_ADDR` again for queue `q` (rings as [`Self::vring`] puts them), with
+    /// VHOST_VRING_F_LOG and the used ring's guest-physical address `log` (memory starts at
+    /// guest-physical 0, frontend-virtual `UVA`).
+    fn vring_logged(&mut self, q: u32, log: u64) -> &mut Self {
+        let base = UVA + u64::from(q) * 0x4000;
+        let addr = VringAddr {
+            index: q,
+            flags: VRING_ADDR_F_LOG,
+            desc: base,
+            avail: base + 0x1000,
+            used: base + 0x2000,
+            log,
+        };
+        self.msg(Request::SET_VRING_ADDR, &addr.to_bytes(), 0)
+    }
+
+    fn log_base(&mut self, mmap_size: u64, mmap_offset: u64) -> &mut Self {
+        let l = LogRegion {
+            mmap_size,
+            mmap_offset,
+        };
+        self.msg(Request::SET_LOG_BASE, &l.to_bytes(), 1)
     }
 
     /// Guest traffic: a TX frame on queue 1, two receive buffers on queue 0.
@@ -243,6 +267,87 @@ fn stream_seeds(dir: &Path) {
     );
     s.msg(Request::SET_OWNER, &[], 9);
     write(dir, t, "fd_trouble", &s.b.out);
+
+    migration_seeds(dir, features);
+}
+
+/// Live migration on the stream: the whole source-side sequence, then one input per hostile
+/// logging or RARP request (each closes the connection, so each needs its own input).
+fn migration_seeds(dir: &Path, features: u64) {
+    let t = "vhost_user_stream";
+    let used_gpa = |q: u64| q * 0x4000 + 0x2000;
+    // The log (a 64 KiB memfd, 64 bytes of it: 64 KiB of guest memory needs 2), LOG_ALL, the
+    // used rings logged at their guest-physical addresses, traffic, logging off again, the
+    // rings stopped, and the guest announced on arrival.
+    let mut s = Session::new(false);
+    s.handshake(features, PROTOCOL_FEATURES & !pf::REPLY_ACK)
+        .vring(0, false)
+        .vring(1, false)
+        .log_base(64, 0)
+        .msg(Request::SET_LOG_FD, &[], 1)
+        .u64(Request::SET_FEATURES, features | net::F_LOG_ALL)
+        .vring_logged(0, used_gpa(0))
+        .vring_logged(1, used_gpa(1))
+        .traffic(false);
+    s.log_base(64, 128)
+        .u64(Request::SET_FEATURES, features)
+        .state(Request::GET_VRING_BASE, 0, 0)
+        .state(Request::GET_VRING_BASE, 1, 0)
+        .msg(Request::SEND_RARP, &rarp_bytes([2, 0, 0, 0, 0, 9]), 0)
+        .msg(Request::SEND_RARP, &rarp_bytes([1, 0, 0x5e, 0, 0, 1]), 0);
+    s.b.sync();
+    write(dir, t, "migration", &s.b.out);
+
+    // The same with REPLY_ACK, PROTOCOL_FEATURES acked, and logging on before the rings start
+    // (QEMU reconnecting in the middle of a migration).
+    let mut s = Session::new(true);
+    s.handshake(
+        features | VHOST_USER_F_PROTOCOL_FEATURES | net::F_LOG_ALL,
+        PROTOCOL_FEATURES,
+    )
+    .log_base(2, 0)
+    .vring(0, true)
+    .vring(1, true)
+    .vring_logged(0, used_gpa(0))
+    .traffic(true);
+    write(dir, t, "migration_reply_ack", &s.b.out);
+
+    let hostile: [(&str, fn(&mut Session)); 6] = [
+        ("log_base_before_mem_table", |s| {
+            s.msg(Request::GET_FEATURES, &[], 0)
+                .u64(Request::SET_PROTOCOL_FEATURES, pf::LOG_SHMFD)
+                .log_base(64, 0);
+        }),
+        ("log_fd_too_small_for_memory", |s| {
+            s.handshake(0, pf::LOG_SHMFD).log_base(1, 0);
+        }),
+        ("log_offset_past_file", |s| {
+            s.handshake(0, pf::LOG_SHMFD).log_base(64, 1 << 20);
+        }),
+        ("vring_log_before_mem_table", |s| {
+            s.msg(Request::GET_FEATURES, &[], 0)
+                .u64(Request::SET_FEATURES, net::F_LOG_ALL)
+                .state(Request::SET_VRING_NUM, 0, RING_SIZE)
+                .vring_logged(0, 0x2000);
+        }),
+        ("log_guest_addr_outside_memory", |s| {
+            s.handshake(net::F_LOG_ALL, pf::LOG_SHMFD)
+                .log_base(64, 0)
+                .vring(0, false)
+                .vring_logged(0, 1 << 40);
+        }),
+        ("send_rarp_without_feature", |s| {
+            s.handshake(0, pf::MQ)
+                .msg(Request::SEND_RARP, &rarp_bytes([2, 0, 0, 0, 0, 9]), 0);
+        }),
+    ];
+    for (name, f) in hostile {
+        let mut s = Session::new(false);
+        f(&mut s);
+        s.b.sync();
+        s.msg(Request::GET_FEATURES, &[], 0);
+        write(dir, t, name, &s.b.out);
+    }
 }
 
 fn spec(size_log2: u8, page: u16) -> QueueSpec {
@@ -404,6 +509,12 @@ fn message_seeds(dir: &Path) {
     };
     write(dir, t, "config_mac", &mac.to_bytes());
     write(dir, t, "vring_state", &[8, 0, 0, 0, 0, 1, 0, 0]);
+    let l = LogRegion {
+        mmap_size: 4096,
+        mmap_offset: 64,
+    };
+    write(dir, t, "log_region", &l.to_bytes());
+    write(dir, t, "rarp_mac", &rarp_bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
 }
 
 fn hooks_seeds(dir: &Path) {

@@ -1,12 +1,14 @@
-//! Every vhost-user payload parser on arbitrary bytes (`vhost_user::message`), and the
-//! config-space write a `SET_CONFIG` applies. A parse that succeeds must re-encode to the bytes
+//! Every vhost-user payload parser on arbitrary bytes (`vhost_user::message`: headers, memory
+//! tables and regions, vring state and addresses, `u64`s, config, `SET_LOG_BASE`'s log region,
+//! `SEND_RARP`'s MAC), and the config-space write a `SET_CONFIG` applies. A parse that succeeds must re-encode to the bytes
 //! it came from (less padding), and a parsed memory region must pass its own validation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vhost_user::message::{
-    mem_table_bytes, parse_mem_table, parse_single_region, parse_u64, single_region_bytes,
-    ConfigMsg, Header, Request, VringAddr, VringState, HEADER_SIZE, MAX_PAYLOAD,
+    mem_table_bytes, parse_mem_table, parse_rarp_mac, parse_single_region, parse_u64,
+    rarp_bytes, single_region_bytes, ConfigMsg, Header, LogRegion, Request, VringAddr,
+    VringState, HEADER_SIZE, MAX_PAYLOAD,
 };
 use vhost_user::net::NetConfig;
 
@@ -56,6 +58,15 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(v) = parse_u64(req, data) {
         assert_eq!(&v.to_le_bytes()[..], data);
+    }
+
+    if let Ok(l) = LogRegion::parse(data) {
+        assert_eq!(&l.to_bytes()[..], data);
+    }
+
+    if let Ok(mac) = parse_rarp_mac(data) {
+        assert!(mac[0] & 1 == 0 && mac != [0; 6], "a multicast or zero MAC was accepted");
+        assert_eq!(&rarp_bytes(mac)[..6], &data[..6]);
     }
 
     if let Ok(c) = ConfigMsg::parse(req, data) {

@@ -9,6 +9,7 @@
 pub mod guest_image;
 pub mod hugepages;
 pub mod peers;
+pub mod process;
 pub mod qemu;
 pub mod serial;
 pub mod testpmd;

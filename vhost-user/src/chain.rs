@@ -93,11 +93,14 @@ impl ChainError {
 pub(crate) struct Seg {
     pub(crate) ptr: *mut u8,
     pub(crate) len: u32,
+    /// Guest-physical address of `ptr`: what the dirty log of a migration marks.
+    pub(crate) gpa: u64,
 }
 
 pub(crate) const EMPTY_SEG: Seg = Seg {
     ptr: std::ptr::null_mut(),
     len: 0,
+    gpa: 0,
 };
 
 /// A validated descriptor chain: its head index and its buffer segments.
@@ -292,7 +295,11 @@ impl Walker {
                     out.head = head;
                     out.len = d.len;
                     out.nsegs = 1;
-                    out.segs[0] = Seg { ptr: p, len: d.len };
+                    out.segs[0] = Seg {
+                        ptr: p,
+                        len: d.len,
+                        gpa: d.addr,
+                    };
                     return Ok(());
                 }
             }
@@ -368,6 +375,7 @@ impl Walker {
                     ptr: p,
                     // n <= left <= d.len, a u32.
                     len: u32::try_from(n).map_err(|_| ChainError::ChainTooLong)?,
+                    gpa: addr,
                 };
                 out.nsegs += 1;
                 left -= n;

@@ -44,6 +44,10 @@ pub enum Error {
     NackFromBackend(u64, &'static str),
     #[error("mapping guest memory: {0}")]
     Mmap(io::Error),
+    /// A request no correct frontend sends (or one whose failure leaves the frontend waiting
+    /// for a reply we cannot give): the connection is closed.
+    #[error("{0}; closing the connection")]
+    Protocol(String),
 }
 
 impl Error {
@@ -60,6 +64,7 @@ impl Error {
                 | Error::PayloadTooLarge(_)
                 | Error::TruncatedFds
                 | Error::ReplyMismatch { .. }
+                | Error::Protocol(_)
         )
     }
 
@@ -81,6 +86,7 @@ impl Error {
             Error::ReplyMismatch { .. } => "reply_mismatch",
             Error::NackFromBackend(..) => "nack",
             Error::Mmap(_) => "mmap",
+            Error::Protocol(_) => "protocol",
         }
     }
 }

@@ -144,6 +144,47 @@ impl Frontend {
         self.set(Request::SET_VRING_ADDR, &a.to_bytes(), &[])
     }
 
+    /// `SET_VRING_ADDR` with `VHOST_VRING_F_LOG`: used-ring writes logged at `log_gpa`.
+    pub fn set_vring_addr_logged(
+        &mut self,
+        index: u32,
+        l: &QueueLayout,
+        log_gpa: u64,
+    ) -> Result<()> {
+        let a = VringAddr {
+            index,
+            flags: crate::message::VRING_ADDR_F_LOG,
+            desc: l.desc_uva,
+            used: l.used_uva,
+            avail: l.avail_uva,
+            log: log_gpa,
+        };
+        self.set(Request::SET_VRING_ADDR, &a.to_bytes(), &[])
+    }
+
+    /// `SET_LOG_BASE` with the log's fd (LOG_SHMFD); waits for the backend's empty reply.
+    pub fn set_log_base(&mut self, size: u64, offset: u64, fd: BorrowedFd<'_>) -> Result<()> {
+        let body = crate::message::LogRegion {
+            mmap_size: size,
+            mmap_offset: offset,
+        }
+        .to_bytes();
+        let h = Header::request(Request::SET_LOG_BASE, body.len(), false);
+        self.conn
+            .request(&h, &body, &[fd.as_raw_fd()], true)?
+            .ok_or(Error::Disconnected)?;
+        Ok(())
+    }
+
+    pub fn set_log_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.set(Request::SET_LOG_FD, &[], &[fd.as_raw_fd()])
+    }
+
+    /// `SEND_RARP`: asks the backend to announce `mac` (the guest arrived after a migration).
+    pub fn send_rarp(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.set(Request::SEND_RARP, &crate::message::rarp_bytes(mac), &[])
+    }
+
     fn set_vring_fd(&mut self, req: Request, index: u8, fd: Option<BorrowedFd<'_>>) -> Result<()> {
         let mut v = u64::from(index);
         let fds: Vec<RawFd> = match fd {
@@ -207,7 +248,8 @@ impl Frontend {
         let offered = self.get_features()?;
         if offered & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
             let p = self.get_protocol_features()?;
-            let use_p = p & (pf::REPLY_ACK | pf::MQ | pf::STATUS | pf::CONFIG);
+            let use_p =
+                p & (pf::REPLY_ACK | pf::MQ | pf::STATUS | pf::CONFIG | pf::LOG_SHMFD | pf::RARP);
             self.set_protocol_features(use_p)?;
         }
         self.set_owner()?;

@@ -8,6 +8,7 @@
 //! - [`net`]: the virtio-net header and feature set.
 //! - [`records`]: several frames in one receive buffer (copy-mode fast-path channels).
 //! - [`shared`]: bytes another party may still write, read by copy only.
+//! - [`dirty_log`]: the dirty-page bitmap of live migration and a queue's batched marks.
 //! - [`backend`]: the device state machine that answers a frontend.
 //! - [`frontend`] and [`driver`]: the driver side, used by fast-path guests, the benchmark's
 //!   built-in guests, and tests as a mock driver writing real descriptors.
@@ -31,6 +32,7 @@ pub(crate) fn usize_of(v: u64) -> usize {
 }
 pub mod backend;
 pub mod chain;
+pub mod dirty_log;
 pub mod driver;
 pub mod frontend;
 pub mod guest;

@@ -307,6 +307,56 @@ impl VringAddr {
     }
 }
 
+/// `SET_LOG_BASE` payload: where the dirty log lies in the attached fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRegion {
+    pub mmap_size: u64,
+    pub mmap_offset: u64,
+}
+
+impl LogRegion {
+    pub const SIZE: usize = 16;
+
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        expect_len(Request::SET_LOG_BASE, body, Self::SIZE)?;
+        Ok(LogRegion {
+            mmap_size: le_u64(body, 0),
+            mmap_offset: le_u64(body, 8),
+        })
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..8].copy_from_slice(&self.mmap_size.to_le_bytes());
+        b[8..16].copy_from_slice(&self.mmap_offset.to_le_bytes());
+        b
+    }
+}
+
+/// `SEND_RARP` payload: a `u64` whose first six bytes are the guest's MAC address.
+pub fn parse_rarp_mac(body: &[u8]) -> Result<[u8; 6], Error> {
+    expect_len(Request::SEND_RARP, body, 8)?;
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&body[..6]);
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        return Err(Error::Rejected(format!(
+            "SEND_RARP for {} which is not a unicast MAC address",
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        )));
+    }
+    Ok(mac)
+}
+
+/// Encodes a `SEND_RARP` payload.
+pub fn rarp_bytes(mac: [u8; 6]) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&mac);
+    b
+}
+
 /// One guest memory region as described by `SET_MEM_TABLE` / `ADD_MEM_REG` / `REM_MEM_REG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemRegionDesc {
@@ -587,6 +637,25 @@ mod tests {
         assert!(VringAddr::parse(&a.to_bytes()).is_err());
         let a = VringAddr { flags: 0, ..a };
         assert_eq!(VringAddr::parse(&a.to_bytes()).unwrap(), a);
+    }
+
+    #[test]
+    fn log_region_roundtrip() {
+        let l = LogRegion {
+            mmap_size: 4096,
+            mmap_offset: 64,
+        };
+        assert_eq!(LogRegion::parse(&l.to_bytes()).unwrap(), l);
+        assert!(LogRegion::parse(&[0u8; 8]).is_err());
+    }
+
+    #[test]
+    fn test_rarp_multicast_mac() {
+        let mac = [2, 0, 0, 0, 0, 9];
+        assert_eq!(parse_rarp_mac(&rarp_bytes(mac)).unwrap(), mac);
+        assert!(parse_rarp_mac(&rarp_bytes([1, 0, 0x5e, 0, 0, 1])).is_err());
+        assert!(parse_rarp_mac(&rarp_bytes([0; 6])).is_err());
+        assert!(parse_rarp_mac(&[0u8; 6]).is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use virtio_bindings::virtio_config::{VIRTIO_F_ANY_LAYOUT, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
-    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
+    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
@@ -25,13 +25,19 @@ pub const F_INDIRECT_DESC: u64 = bit(VIRTIO_RING_F_INDIRECT_DESC);
 pub const F_EVENT_IDX: u64 = bit(VIRTIO_RING_F_EVENT_IDX);
 pub const F_VERSION_1: u64 = bit(VIRTIO_F_VERSION_1);
 pub const F_IN_ORDER: u64 = bit(VIRTIO_F_IN_ORDER);
+pub const F_GUEST_ANNOUNCE: u64 = bit(VIRTIO_NET_F_GUEST_ANNOUNCE);
+/// `VHOST_F_LOG_ALL` (vhost, not virtio): the frontend wants every write into guest memory
+/// logged in the dirty log (live migration). Acked only while a migration runs.
+pub const F_LOG_ALL: u64 = bit(26);
 
 /// What the switch offers a virtio-net frontend. No checksum or segmentation offloads: the
 /// switch forwards frames as they are, and a guest that never sends GSO frames never makes the
 /// switch segment them. The control queue is the frontend's own (QEMU and virtio-user handle it
 /// and tell us about queue pairs with `SET_VRING_ENABLE`). IN_ORDER: the device side returns
 /// every chain in the order it was made available, which lets drivers (DPDK's virtio PMD) use
-/// their in-order fast paths.
+/// their in-order fast paths. LOG_ALL and GUEST_ANNOUNCE are for live migration: the first
+/// lets the frontend have our writes logged, the second lets a guest announce itself after a
+/// move (without it, the frontend asks us to with `SEND_RARP`).
 pub const DEVICE_FEATURES: u64 = F_VERSION_1
     | F_IN_ORDER
     | F_ANY_LAYOUT
@@ -43,6 +49,8 @@ pub const DEVICE_FEATURES: u64 = F_VERSION_1
     | F_MTU
     | F_MAC
     | F_STATUS
+    | F_GUEST_ANNOUNCE
+    | F_LOG_ALL
     | VHOST_USER_F_PROTOCOL_FEATURES;
 
 /// Names of feature bits, for `vswitchctl show`.
@@ -60,6 +68,8 @@ pub fn feature_names(bits: u64) -> Vec<&'static str> {
         (VHOST_USER_F_PROTOCOL_FEATURES, "PROTOCOL_FEATURES"),
         (F_VERSION_1, "VERSION_1"),
         (F_IN_ORDER, "IN_ORDER"),
+        (F_GUEST_ANNOUNCE, "GUEST_ANNOUNCE"),
+        (F_LOG_ALL, "LOG_ALL"),
     ];
     ALL.iter()
         .filter(|(b, _)| bits & b != 0)

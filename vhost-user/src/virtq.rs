@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub use crate::chain::{Chain, ChainError, Source, MAX_CHAIN_BYTES, MAX_SEGS};
 use crate::chain::{Walker, Writer};
+use crate::dirty_log::QueueLog;
 use crate::memory::GuestMemory;
 use crate::ring::{
     copy_bytes, need_event, prefetch, RawRing, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
@@ -133,6 +134,9 @@ pub struct DeviceQueue {
     /// A record built for a frame that takes the general path of
     /// [`DeviceQueue::enqueue_records`]: allocated once, at the first such frame.
     record: Vec<u8>,
+    /// The dirty log while a migration wants our writes logged; `None` costs a branch per
+    /// burst and per flush.
+    log: Option<Box<QueueLog>>,
 }
 
 // SAFETY: the raw pointers in `ring` and in the chains point into `mem`, which the queue owns a
@@ -203,6 +207,7 @@ impl DeviceQueue {
             burst_len: 0,
             rx: (0..MAX_MRG_CHAINS).map(|_| Chain::new()).collect(),
             record: Vec::new(),
+            log: None,
         };
         // A frontend reconnecting after we died may have consumed used entries we published past
         // `base`; the ring's used index is the truth about what went back to the guest.
@@ -246,6 +251,21 @@ impl DeviceQueue {
     /// The guest memory this queue reads and writes.
     pub fn memory(&self) -> &Arc<GuestMemory> {
         &self.mem
+    }
+
+    /// Starts (or, with `None`, stops) logging this queue's writes into guest memory. The
+    /// whole used ring is marked at once, for the writes made outside bursts (flags,
+    /// `avail_event`) since the queue started.
+    pub fn set_log(&mut self, log: Option<QueueLog>) {
+        if let Some(l) = &log {
+            l.mark_used_ring(self.size);
+        }
+        self.log = log.map(Box::new);
+    }
+
+    /// Whether the queue's writes are being logged.
+    pub fn logging(&self) -> bool {
+        self.log.is_some()
     }
 
     /// We poll, so kicks are wasted work for the guest (a VM exit each, for a VM): say so in the
@@ -417,6 +437,9 @@ impl DeviceQueue {
             return;
         }
         self.ring.set_used_idx(self.used_idx);
+        if let Some(l) = self.log.as_deref_mut() {
+            l.commit(self.size, self.published_used, self.used_idx);
+        }
         self.published_used = self.used_idx;
         if self.features.event_idx
             && self.last_avail.wrapping_sub(self.avail_event_at) > self.size / 2
@@ -424,6 +447,9 @@ impl DeviceQueue {
             // Keep avail_event behind us as we advance (see suppress_kicks).
             self.ring.set_avail_event(self.last_avail.wrapping_sub(1));
             self.avail_event_at = self.last_avail;
+            if let Some(l) = &self.log {
+                l.mark_avail_event(self.size);
+            }
         }
         let Some(call) = &self.call else { return };
         // The used index store must be visible before we read the guest's suppression state,
@@ -484,8 +510,8 @@ impl DeviceQueue {
         // lines), the second copies; so the buffers' cache misses overlap instead of coming
         // one frame at a time. A frame that does not fit the simple case ends the run and goes
         // through `enqueue`, in order.
-        let mut run: [(*mut u8, *const u8, u16, u32); BURST] =
-            [(std::ptr::null_mut(), std::ptr::null(), 0, 0); BURST];
+        let mut run: [(*mut u8, *const u8, u16, u32, u64); BURST] =
+            [(std::ptr::null_mut(), std::ptr::null(), 0, 0, 0); BURST];
         while frames.peek().is_some() {
             let mut n = 0;
             while n < BURST {
@@ -514,12 +540,18 @@ impl DeviceQueue {
                 prefetch(dst);
                 prefetch(dst.wrapping_add(need.min(128) - 1));
                 // need <= d.len, a u32.
-                run[n] = (dst, from, head, u32::try_from(need).unwrap_or(d.len));
+                run[n] = (
+                    dst,
+                    from,
+                    head,
+                    u32::try_from(need).unwrap_or(d.len),
+                    d.addr,
+                );
                 self.last_avail = self.last_avail.wrapping_add(1);
                 frames.next();
                 n += 1;
             }
-            for &(dst, from, head, need) in &run[..n] {
+            for &(dst, from, head, need, _) in &run[..n] {
                 let len = need as usize - hdr_len;
                 // SAFETY: [dst, dst + need) was translated inside one region of our mapped guest
                 // memory; `from` is readable for `len` bytes (the tail of one segment of a
@@ -532,6 +564,11 @@ impl DeviceQueue {
                 tally.packets += 1;
                 tally.buffers += 1;
                 tally.bytes += len as u64;
+            }
+            if let Some(l) = self.log.as_deref_mut() {
+                for &(_, _, _, need, gpa) in &run[..n] {
+                    l.wrote(gpa, u64::from(need));
+                }
             }
             if n == BURST {
                 continue;
@@ -647,6 +684,15 @@ impl DeviceQueue {
             left -= n;
             // n <= chain len <= MAX_CHAIN_BYTES.
             self.push_used(h, u32::try_from(n).unwrap_or(MAX_CHAIN_BYTES));
+            if let Some(log) = self.log.as_deref_mut() {
+                // The writer filled the chain's segments in order, `n` bytes in all.
+                let mut k = n;
+                for s in self.rx[c].segs() {
+                    let w = k.min(s.len as usize);
+                    log.wrote(s.gpa, w as u64);
+                    k -= w;
+                }
+            }
         }
         self.last_avail = cursor;
         Ok(())

@@ -16,6 +16,8 @@ struct Slot {
     dst: *mut u8,
     head: u16,
     cap: usize,
+    /// Guest-physical address of `dst`, for the dirty log.
+    gpa: u64,
 }
 
 impl DeviceQueue {
@@ -34,6 +36,9 @@ impl DeviceQueue {
     pub fn enqueue_records<F: AsRef<[u8]>>(&mut self, frames: &[F], tally: &mut RxTally) {
         let hdr_len = self.features.hdr_len;
         let hdr = crate::net::rx_header(1);
+        // Read once: the stores into guest memory below could alias the field as far as the
+        // compiler knows, and a reload per buffer is what logging off must not cost.
+        let logging = self.log.is_some();
         let mut i = 0;
         let mut cur = self.usual_buffer(self.last_avail);
         while i < frames.len() {
@@ -82,6 +87,11 @@ impl DeviceQueue {
             }
             // off <= cap, which came from a u32 descriptor length.
             self.push_used(slot.head, u32::try_from(off).unwrap_or(u32::MAX));
+            if logging {
+                if let Some(l) = self.log.as_deref_mut() {
+                    l.wrote(slot.gpa, off as u64);
+                }
+            }
             tally.buffers += 1;
         }
     }
@@ -110,7 +120,12 @@ impl DeviceQueue {
         for k in 0..cap.min(WRITE_AHEAD).div_ceil(64) {
             prefetch_write(dst.wrapping_add(k * 64));
         }
-        Some(Slot { dst, head, cap })
+        Some(Slot {
+            dst,
+            head,
+            cap,
+            gpa: d.addr,
+        })
     }
 
     /// One frame as one record through [`Self::enqueue`] (every check, MRG_RXBUF merging);

@@ -5,13 +5,21 @@
 //!
 //! Both guests are real vhost-user frontends set up with an in-process backend, so the rings,
 //! memory mappings and features are those a guest negotiates with the switch.
+//!
+//! Each size runs twice: as usual, then `_dirty_log` with B being live-migrated (a dirty log
+//! mapped, VHOST_F_LOG_ALL acked, both used rings logged), so every write into B's memory is
+//! also marked in the log.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vhost_user::backend::BackendConfig;
+use vhost_user::dirty_log::log_bytes_for;
 use vhost_user::guest::{Guest, GuestConfig};
+use vhost_user::mmap::create_memfd;
+use vhost_user::net::F_LOG_ALL;
 use vswitch::config::{PortMode, PortSpec};
 use vswitch::pmd::{Forwarder, Shared};
 use vswitch::port::Port;
@@ -38,6 +46,22 @@ fn spec(name: &str) -> PortSpec {
     }
 }
 
+/// Starts logging B's memory as QEMU does when a migration starts; returns the log's fd and
+/// length.
+fn start_logging(g: &mut Guest) -> (OwnedFd, u64) {
+    let d = g.memory().region_desc();
+    let bytes = log_bytes_for(d.guest_phys_addr + d.memory_size);
+    let fd = create_memfd("bench-dirty-log", bytes, false).unwrap();
+    let used = |uva: u64| uva - d.userspace_addr + d.guest_phys_addr;
+    let (rx, tx, f) = (g.rx.layout(), g.tx.layout(), g.features);
+    let fe = g.frontend();
+    fe.set_log_base(bytes, 0, fd.as_fd()).unwrap();
+    fe.set_features(f | F_LOG_ALL).unwrap();
+    fe.set_vring_addr_logged(0, &rx, used(rx.used_uva)).unwrap();
+    fe.set_vring_addr_logged(1, &tx, used(tx.used_uva)).unwrap();
+    (fd, bytes)
+}
+
 fn forward(c: &mut Criterion) {
     let cfg = |n: &str| GuestConfig {
         name: n.into(),
@@ -56,10 +80,15 @@ fn forward(c: &mut Criterion) {
     // B announces itself so A's frames to B are unicast, as in the loop benchmark.
     shared.fdb.learn(0, MAC_B, 1, 0);
     let mut group = c.benchmark_group("forward");
-    for size in [64usize, 1518] {
+    let mut log = None;
+    for (size, logging) in [(64usize, false), (1518, false), (64, true), (1518, true)] {
+        if logging && log.is_none() {
+            log = Some(start_logging(&mut b));
+        }
         let f = frame(MAC_B, MAC_A, size);
+        let suffix = if logging { "_dirty_log" } else { "" };
         group.throughput(Throughput::Elements(32));
-        group.bench_function(format!("burst32_{size}B"), |bench| {
+        group.bench_function(format!("burst32_{size}B{suffix}"), |bench| {
             let mut scratch = Vec::new();
             bench.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -80,6 +109,11 @@ fn forward(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The logged runs did log: B's receive buffers are marked.
+    let (fd, bytes) = log.expect("logged runs ran");
+    let mut bits = vec![0u8; usize::try_from(bytes).unwrap()];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(fd), &mut bits, 0).unwrap();
+    assert!(bits.iter().any(|&b| b != 0), "nothing was logged");
 }
 
 criterion_group!(benches, forward);

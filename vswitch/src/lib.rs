@@ -8,6 +8,7 @@
 #![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
 #![cfg_attr(feature = "dpdk", deny(unsafe_code))]
 
+pub mod announce;
 pub mod capture;
 pub mod config;
 pub mod ctl;

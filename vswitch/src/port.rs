@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use vhost_user::backend::{DeviceInfo, QueueSlot};
 use vhost_user::virtq::QueueCounters;
 
+use crate::announce::Announce;
 use crate::capture::Tap;
 use crate::config::PortSpec;
 use crate::ctl::PortState;
@@ -252,6 +253,8 @@ pub struct Port {
     pub status: Mutex<PortStatus>,
     /// Packet capture hook (`vswitchctl capture`).
     pub tap: Arc<Tap>,
+    /// A guest's MAC to announce from this port (`SEND_RARP` after a live migration).
+    pub announce: Announce,
 }
 
 impl Port {
@@ -281,6 +284,7 @@ impl Port {
                 ..Default::default()
             }),
             tap: Arc::default(),
+            announce: Announce::default(),
         }
     }
 

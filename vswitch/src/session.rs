@@ -215,6 +215,15 @@ fn run_connection(
         port.queue_counters.clone(),
         port.messages.clone(),
     );
+    let p = port.clone();
+    backend.on_rarp(Box::new(move |mac| {
+        tracing::info!(
+            "port {}: announcing {} after a migration (SEND_RARP)",
+            p.name(),
+            crate::fdb::format_mac(mac)
+        );
+        p.announce.post(mac);
+    }));
     // The kernel's word on who is at the other end: the hooks grant fast-path channels only to
     // the process that is this port's frontend.
     let pid = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)

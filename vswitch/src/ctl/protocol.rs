@@ -121,6 +121,12 @@ pub struct QueueInfo {
     /// Why the queue could not start (a ring outside guest memory, ...), if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A live migration has the queue's writes into guest memory logged (VHOST_F_LOG_ALL).
+    #[serde(default)]
+    pub logging: bool,
+    /// ... including its used-ring writes (VHOST_VRING_F_LOG).
+    #[serde(default)]
+    pub log_used: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +144,9 @@ pub struct PortInfo {
     pub queues: Vec<QueueInfo>,
     pub mtu: Option<u16>,
     pub mac: Option<String>,
+    /// Guests announced from this port after a migration (SEND_RARP).
+    #[serde(default)]
+    pub announcements: u64,
 }
 
 /// An uplink's device and link, as `show` reports it.

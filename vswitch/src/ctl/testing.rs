@@ -106,6 +106,8 @@ pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
                 size: 256,
                 pmd: None,
                 error: None,
+                logging: false,
+                log_used: false,
             },
             QueueInfo {
                 index: 1,
@@ -114,10 +116,13 @@ pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
                 size: 256,
                 pmd: Some(0),
                 error: None,
+                logging: false,
+                log_used: false,
             },
         ],
         mtu: Some(1500),
         mac: Some("52:54:00:12:34:56".into()),
+        announcements: 0,
     }
 }
 

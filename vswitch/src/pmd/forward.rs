@@ -12,6 +12,7 @@ use super::arp::{handle_arp, resolve_remotes, send_arp, ArpReplies};
 use super::deliver::{deliver, tap_burst};
 use super::dest::{Dest, UplinkIo};
 use super::frames::{mac_bytes, mac_word, ByteBurst, ChainBurst, Frames};
+use crate::announce::rarp_frame;
 use crate::capture::{self, Tap};
 use crate::eth;
 use crate::fdb::Fdb;
@@ -133,6 +134,9 @@ impl Forwarder {
     /// of frames taken from the guest.
     #[inline]
     pub fn poll(&mut self, port: &Port, slot: u16) -> usize {
+        if let Some(mac) = port.announce.take() {
+            self.announce(port, mac);
+        }
         let s = &port.slots[usize::from(slot)];
         if !s.is_running() {
             return 0;
@@ -160,6 +164,25 @@ impl Forwarder {
         }
         q.complete_burst();
         n
+    }
+
+    /// Switches a RARP from `mac` as if the guest had sent it through `port` (a guest that
+    /// has just migrated here): the FDB learns where the MAC is now, and the segment hears it.
+    #[cold]
+    #[inline(never)]
+    fn announce(&mut self, port: &Port, mac: [u8; 6]) {
+        let f = rarp_frame(mac);
+        let mut b = ByteBurst::new();
+        b.push(&f);
+        let src = Src {
+            id: port.id,
+            vlan: port.vlan,
+            counters: &port.counters[self.id],
+            tunnel: false,
+            tap: &port.tap,
+        };
+        self.switch_burst(&src, &b);
+        port.announce.sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Polls one uplink's receive queue: one burst, switched (bridged) or decapsulated and

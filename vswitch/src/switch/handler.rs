@@ -54,6 +54,8 @@ impl Switch {
                     size: q.map_or(0, |q| q.size),
                     pmd: st.pmd_of_queue.get(i).copied().flatten(),
                     error: q.and_then(|q| q.error.clone()),
+                    logging: q.is_some_and(|q| q.logging),
+                    log_used: q.is_some_and(|q| q.log_used),
                 }
             })
             .collect();
@@ -70,6 +72,10 @@ impl Switch {
             queues,
             mtu: dev.connected.then_some(dev.mtu),
             mac: Some(format_mac(port.mac)),
+            announcements: port
+                .announce
+                .sent
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

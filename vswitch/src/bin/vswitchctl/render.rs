@@ -72,6 +72,13 @@ pub(crate) fn render_show(reply: &ShowReply) -> String {
             "  queue pairs: {}, mtu: {mtu}, mac: {mac}",
             p.queue_pairs
         );
+        if p.announcements > 0 {
+            let _ = writeln!(
+                out,
+                "  migration announcements (RARP) sent: {}",
+                p.announcements
+            );
+        }
         if !p.queues.is_empty() {
             let rows: Vec<Vec<String>> = p
                 .queues
@@ -83,12 +90,17 @@ pub(crate) fn render_show(reply: &ShowReply) -> String {
                         yes_no(q.started),
                         q.size.to_string(),
                         q.pmd.map_or("-".to_owned(), |n| n.to_string()),
+                        match (q.logging, q.log_used) {
+                            (false, _) => "no".to_owned(),
+                            (true, true) => "yes".to_owned(),
+                            (true, false) => "yes (not the used ring)".to_owned(),
+                        },
                     ]
                 })
                 .collect();
             let t = table(
-                &["QUEUE", "ENABLED", "STARTED", "SIZE", "PMD"],
-                &[true, false, false, true, true],
+                &["QUEUE", "ENABLED", "STARTED", "SIZE", "PMD", "DIRTY LOG"],
+                &[true, false, false, true, true, false],
                 &rows,
             );
             for line in t.lines() {

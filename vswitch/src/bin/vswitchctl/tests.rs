@@ -39,9 +39,12 @@ impl CtlHandler for Fake {
                     size: 256,
                     pmd: Some(0),
                     error: None,
+                    logging: true,
+                    log_used: true,
                 }],
                 mtu: Some(1500),
                 mac: None,
+                announcements: 1,
             }],
             devices: vec![
                 DeviceInfo {
@@ -297,7 +300,20 @@ fn test_vswitchctl_show_table() {
         out.contains("features: 0x0000000100008000 VERSION_1 MRG_RXBUF"),
         "{out}"
     );
-    assert!(out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD"), "{out}");
+    assert!(
+        out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD  DIRTY LOG"),
+        "{out}"
+    );
+    // The sample's queue is being logged for a migration, used ring included.
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with('1') && l.trim_end().ends_with("yes")),
+        "{out}"
+    );
+    assert!(
+        out.contains("migration announcements (RARP) sent: 1"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -14,25 +14,33 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::eventfd::EventFd;
 
 use crate::connection::{Connection, Message};
+use crate::dirty_log::DirtyLog;
 use crate::error::{Error, Result};
-use crate::memory::{GuestMemory, MAX_MEM_SLOTS};
+use crate::memory::GuestMemory;
 use crate::message::{
-    self, parse_mem_table, parse_single_region, parse_u64, protocol_features as pf, ConfigMsg,
-    Header, Request, VringAddr, VringState, VHOST_USER_F_PROTOCOL_FEATURES, VRING_IDX_MASK,
-    VRING_NOFD_MASK,
+    self, protocol_features as pf, ConfigMsg, Header, Request, VringAddr,
+    VHOST_USER_F_PROTOCOL_FEATURES,
 };
 use crate::net::{self, NetConfig, DEVICE_FEATURES};
-use crate::ring::MAX_QUEUE_SIZE;
 use crate::virtq::{DeviceQueue, QueueCounters, QueueFeatures, QueueLayout};
+
+mod dispatch;
+mod migration;
+mod slot;
+
+pub use migration::RarpSink;
+pub use slot::QueueSlot;
 
 /// Protocol features this backend offers.
 pub const PROTOCOL_FEATURES: u64 = pf::MQ
+    | pf::LOG_SHMFD
+    | pf::RARP
     | pf::REPLY_ACK
     | pf::NET_MTU
     | pf::BACKEND_REQ
@@ -43,48 +51,6 @@ pub const PROTOCOL_FEATURES: u64 = pf::MQ
 
 /// Most queue pairs a port may have.
 pub const MAX_QUEUE_PAIRS: u16 = 16;
-
-/// Where the data plane finds one virtqueue. `None` while the queue is not running.
-#[derive(Default)]
-pub struct QueueSlot {
-    queue: Mutex<Option<DeviceQueue>>,
-    running: AtomicBool,
-}
-
-impl QueueSlot {
-    /// Cheap check before trying the lock: false when no queue is installed.
-    #[inline]
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Relaxed)
-    }
-
-    /// The data plane's access: the queue for one burst, or `None` when the slot is busy (the
-    /// control side is changing it) or empty.
-    #[inline]
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, Option<DeviceQueue>>> {
-        match self.queue.try_lock() {
-            Ok(g) => Some(g),
-            // A poll thread panicked holding the lock; the queue state is still consistent at
-            // burst granularity, so keep serving rather than wedging the port.
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<DeviceQueue>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn install(&self, q: DeviceQueue) {
-        *self.lock() = Some(q);
-        self.running.store(true, Ordering::Release);
-    }
-
-    fn take(&self) -> Option<DeviceQueue> {
-        self.running.store(false, Ordering::Release);
-        self.lock().take()
-    }
-}
 
 /// Static settings of a backend.
 #[derive(Debug, Clone)]
@@ -144,6 +110,10 @@ pub struct QueueInfo {
     pub started: bool,
     pub enabled: bool,
     pub running: bool,
+    /// The queue's writes into guest memory are logged (a migration is under way).
+    pub logging: bool,
+    /// ... and so are its used-ring writes (`VHOST_VRING_F_LOG`).
+    pub log_used: bool,
     pub error: Option<String>,
 }
 
@@ -171,6 +141,13 @@ pub struct Backend {
     backend_req: Option<UnixStream>,
     info: Arc<Mutex<DeviceInfo>>,
     counters: Arc<BackendCounters>,
+    /// The dirty log of a migration (`SET_LOG_BASE`); queues log into it while LOG_ALL is
+    /// acked.
+    log: Option<Arc<DirtyLog>>,
+    /// `SET_LOG_FD`'s eventfd, kept open.
+    log_fd: Option<OwnedFd>,
+    /// Where `SEND_RARP` goes.
+    rarp: Option<RarpSink>,
 }
 
 impl Backend {
@@ -215,6 +192,9 @@ impl Backend {
             backend_req: None,
             info: Arc::new(Mutex::new(DeviceInfo::default())),
             counters: messages,
+            log: None,
+            log_fd: None,
+            rarp: None,
         }
     }
 
@@ -318,7 +298,7 @@ impl Backend {
             Err(e) => {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("{} refused: {e}", req.name());
-                if is_get(req) {
+                if dispatch::is_get(req) {
                     // A GET must be answered with its payload; there is no failure payload to
                     // give, so the connection cannot go on in step.
                     return Err(Error::Io(std::io::Error::other(format!(
@@ -332,303 +312,6 @@ impl Backend {
         }
     }
 
-    fn dispatch(&mut self, req: Request, msg: Message) -> Result<Reply> {
-        let body = &msg.body[..];
-        // Descriptors we do not keep are closed when `fds` drops, on every path.
-        let mut fds = msg.fds;
-        let nfds = fds.len();
-        let expect_fds = |want: usize| -> Result<()> {
-            if nfds != want {
-                return Err(Error::FdCount {
-                    request: req.name(),
-                    got: nfds,
-                    want,
-                });
-            }
-            Ok(())
-        };
-        match req {
-            Request::GET_FEATURES => {
-                expect_fds(0)?;
-                Ok(Reply::Payload(DEVICE_FEATURES.to_le_bytes().to_vec()))
-            }
-            Request::SET_FEATURES => {
-                expect_fds(0)?;
-                let f = parse_u64(req, body)?;
-                self.set_features(f)?;
-                Ok(Reply::Ack)
-            }
-            Request::SET_OWNER => {
-                expect_fds(0)?;
-                no_body(req, body)?;
-                self.owner = true;
-                Ok(Reply::Ack)
-            }
-            Request::RESET_OWNER | Request::RESET_DEVICE => {
-                expect_fds(0)?;
-                no_body(req, body)?;
-                if req == Request::RESET_DEVICE && self.protocol_features & pf::RESET_DEVICE == 0 {
-                    return Err(Error::Invalid("RESET_DEVICE without its protocol feature"));
-                }
-                if req == Request::RESET_DEVICE {
-                    self.reset_device();
-                } else {
-                    self.reset();
-                }
-                Ok(Reply::Ack)
-            }
-            Request::GET_PROTOCOL_FEATURES => {
-                expect_fds(0)?;
-                Ok(Reply::Payload(PROTOCOL_FEATURES.to_le_bytes().to_vec()))
-            }
-            Request::SET_PROTOCOL_FEATURES => {
-                expect_fds(0)?;
-                let f = parse_u64(req, body)?;
-                if f & !PROTOCOL_FEATURES != 0 {
-                    return Err(Error::Rejected(format!(
-                        "protocol features {:#x} were not offered",
-                        f & !PROTOCOL_FEATURES
-                    )));
-                }
-                self.protocol_features = f;
-                self.protocol_set = true;
-                Ok(Reply::Ack)
-            }
-            Request::GET_QUEUE_NUM => {
-                expect_fds(0)?;
-                Ok(Reply::Payload(
-                    u64::from(self.cfg.queue_pairs).to_le_bytes().to_vec(),
-                ))
-            }
-            Request::SET_MEM_TABLE => {
-                let regions = parse_mem_table(body)?;
-                expect_fds(regions.len())?;
-                let mem = GuestMemory::from_table(&regions, fds)?;
-                self.replace_memory(mem);
-                Ok(Reply::Ack)
-            }
-            Request::GET_MAX_MEM_SLOTS => {
-                expect_fds(0)?;
-                Ok(Reply::Payload(
-                    (MAX_MEM_SLOTS as u64).to_le_bytes().to_vec(),
-                ))
-            }
-            Request::ADD_MEM_REG => {
-                self.need_protocol(pf::CONFIGURE_MEM_SLOTS, req)?;
-                expect_fds(1)?;
-                let r = parse_single_region(req, body)?;
-                let fd = fds.pop().ok_or(Error::Invalid("no fd"))?;
-                let mem = match &self.mem {
-                    Some(m) => m.with_region(r, fd)?,
-                    None => GuestMemory::from_table(&[r], vec![fd])?,
-                };
-                self.replace_memory(mem);
-                Ok(Reply::Ack)
-            }
-            Request::REM_MEM_REG => {
-                self.need_protocol(pf::CONFIGURE_MEM_SLOTS, req)?;
-                // QEMU attaches the region's fd; it is not needed and is closed with the message.
-                if nfds > 1 {
-                    expect_fds(1)?;
-                }
-                let r = parse_single_region(req, body)?;
-                let mem = self
-                    .mem
-                    .as_ref()
-                    .ok_or(Error::Invalid("REM_MEM_REG with no memory mapped"))?
-                    .without_region(&r)?;
-                self.replace_memory(mem);
-                Ok(Reply::Ack)
-            }
-            Request::SET_VRING_NUM => {
-                expect_fds(0)?;
-                let s = VringState::parse(req, body)?;
-                let i = self.vring_index(s.index)?;
-                if s.num == 0 || s.num > u32::from(MAX_QUEUE_SIZE) || !s.num.is_power_of_two() {
-                    return Err(Error::Rejected(format!(
-                        "queue {i}: size {} must be a power of two in 1..=32768",
-                        s.num
-                    )));
-                }
-                self.stop_queue(i);
-                self.vrings[i].num = u16::try_from(s.num).ok();
-                Ok(Reply::Ack)
-            }
-            Request::SET_VRING_ADDR => {
-                expect_fds(0)?;
-                let a = VringAddr::parse(body)?;
-                let i = self.vring_index(a.index)?;
-                let was_running = self.stop_queue(i);
-                self.vrings[i].addr = Some(a);
-                if was_running {
-                    self.try_start(i);
-                }
-                Ok(Reply::Ack)
-            }
-            Request::SET_VRING_BASE => {
-                expect_fds(0)?;
-                let s = VringState::parse(req, body)?;
-                let i = self.vring_index(s.index)?;
-                let base = u16::try_from(s.num).map_err(|_| {
-                    Error::Rejected(format!("queue {i}: base {} above 65535", s.num))
-                })?;
-                self.stop_queue(i);
-                self.vrings[i].base = base;
-                Ok(Reply::Ack)
-            }
-            Request::GET_VRING_BASE => {
-                expect_fds(0)?;
-                let s = VringState::parse(req, body)?;
-                let i = self.vring_index(s.index)?;
-                self.stop_queue(i);
-                let v = &mut self.vrings[i];
-                v.started = false;
-                v.kick = None;
-                let reply = VringState {
-                    index: s.index,
-                    num: u32::from(v.base),
-                };
-                Ok(Reply::Payload(reply.to_bytes().to_vec()))
-            }
-            Request::SET_VRING_KICK | Request::SET_VRING_CALL | Request::SET_VRING_ERR => {
-                let v = parse_u64(req, body)?;
-                if v & !(VRING_IDX_MASK | VRING_NOFD_MASK) != 0 {
-                    return Err(Error::Invalid("unknown bits in vring fd payload"));
-                }
-                let nofd = v & VRING_NOFD_MASK != 0;
-                expect_fds(usize::from(!nofd))?;
-                let i = self.vring_index(u32::from((v & VRING_IDX_MASK) as u8))?;
-                let fd = if nofd { None } else { fds.pop() };
-                match req {
-                    Request::SET_VRING_KICK => {
-                        // The kick fd is not polled: the data plane busy-polls the avail ring
-                        // and tells the guest not to kick. It is kept so the frontend's fd stays
-                        // valid, as the spec expects.
-                        self.vrings[i].kick = fd;
-                        self.vrings[i].started = true;
-                        self.try_start(i);
-                    }
-                    Request::SET_VRING_CALL => {
-                        self.vrings[i].call = fd;
-                        // The running queue needs the new call fd: restart it (cheap, and the
-                        // only way to change it without a lock on the notify path).
-                        if self.stop_queue(i) {
-                            self.try_start(i);
-                        }
-                    }
-                    _ => self.vrings[i].err = fd,
-                }
-                Ok(Reply::Ack)
-            }
-            Request::SET_VRING_ENABLE => {
-                expect_fds(0)?;
-                let s = VringState::parse(req, body)?;
-                let i = self.vring_index(s.index)?;
-                // Valid once protocol features are in use: either the frontend acked the bit, or
-                // it negotiated protocol features (QEMU 7.2 does the latter, not the former).
-                if self.features & VHOST_USER_F_PROTOCOL_FEATURES == 0 && !self.protocol_set {
-                    return Err(Error::Invalid(
-                        "SET_VRING_ENABLE without protocol features negotiated",
-                    ));
-                }
-                match s.num {
-                    0 => {
-                        self.vrings[i].enabled = Some(false);
-                        self.stop_queue(i);
-                    }
-                    1 => {
-                        self.vrings[i].enabled = Some(true);
-                        self.try_start(i);
-                    }
-                    n => {
-                        return Err(Error::Rejected(format!(
-                            "SET_VRING_ENABLE value {n} is neither 0 nor 1"
-                        )))
-                    }
-                }
-                Ok(Reply::Ack)
-            }
-            Request::NET_SET_MTU => {
-                self.need_protocol(pf::NET_MTU, req)?;
-                expect_fds(0)?;
-                let mtu = parse_u64(req, body)?;
-                if !(68..=9000).contains(&mtu) {
-                    return Err(Error::Rejected(format!("MTU {mtu} outside 68..=9000")));
-                }
-                self.net_config.mtu = u16::try_from(mtu).unwrap_or(9000);
-                Ok(Reply::Ack)
-            }
-            Request::SET_BACKEND_REQ_FD => {
-                self.need_protocol(pf::BACKEND_REQ, req)?;
-                expect_fds(1)?;
-                no_body_or_u64(req, body)?;
-                let fd = fds.pop().ok_or(Error::Invalid("no fd"))?;
-                self.backend_req = Some(UnixStream::from(fd));
-                Ok(Reply::Ack)
-            }
-            Request::GET_CONFIG => {
-                self.need_protocol(pf::CONFIG, req)?;
-                expect_fds(0)?;
-                let c = ConfigMsg::parse(req, body)?;
-                Ok(Reply::Payload(self.get_config(c).to_bytes()))
-            }
-            Request::SET_CONFIG => {
-                self.need_protocol(pf::CONFIG, req)?;
-                expect_fds(0)?;
-                let c = ConfigMsg::parse(req, body)?;
-                self.net_config
-                    .write(c.offset as usize, &c.payload)
-                    .map_err(Error::Invalid)?;
-                Ok(Reply::Ack)
-            }
-            Request::SET_STATUS => {
-                self.need_protocol(pf::STATUS, req)?;
-                expect_fds(0)?;
-                let s = parse_u64(req, body)?;
-                let s = u8::try_from(s)
-                    .map_err(|_| Error::Rejected(format!("device status {s:#x} above 0xff")))?;
-                if s == 0 {
-                    // Writing 0 resets the device (virtio 1.x §2.1).
-                    self.reset_device();
-                }
-                self.status = s;
-                Ok(Reply::Ack)
-            }
-            Request::GET_STATUS => {
-                self.need_protocol(pf::STATUS, req)?;
-                expect_fds(0)?;
-                Ok(Reply::Payload(
-                    u64::from(self.status).to_le_bytes().to_vec(),
-                ))
-            }
-            other => Err(Error::Rejected(format!(
-                "{} is not supported by this backend",
-                other.name()
-            ))),
-        }
-    }
-
-    fn need_protocol(&self, bit: u64, req: Request) -> Result<()> {
-        if self.protocol_features & bit == 0 {
-            return Err(Error::Rejected(format!(
-                "{} needs a protocol feature that was not negotiated",
-                req.name()
-            )));
-        }
-        Ok(())
-    }
-
-    fn vring_index(&self, index: u32) -> Result<usize> {
-        let i = index as usize;
-        if i >= self.vrings.len() {
-            return Err(Error::Rejected(format!(
-                "queue index {index} out of range: this port has {} queues",
-                self.vrings.len()
-            )));
-        }
-        Ok(i)
-    }
-
     fn set_features(&mut self, f: u64) -> Result<()> {
         if f & !DEVICE_FEATURES != 0 {
             return Err(Error::Rejected(format!(
@@ -639,7 +322,14 @@ impl Backend {
         if f == self.features {
             return Ok(());
         }
-        // Header length and ring behaviour depend on the features: restart running queues.
+        if (f ^ self.features) & net::F_LOG_ALL != 0 {
+            tracing::info!(
+                "dirty logging {} (VHOST_F_LOG_ALL)",
+                if f & net::F_LOG_ALL != 0 { "on" } else { "off" }
+            );
+        }
+        // Header length, ring behaviour and logging depend on the features: restart running
+        // queues.
         let running: Vec<usize> = (0..self.vrings.len())
             .filter(|&i| self.stop_queue(i))
             .collect();
@@ -671,6 +361,16 @@ impl Backend {
         }
     }
 
+    /// Stops and restarts every running queue, so each picks up what changed (features, log).
+    fn restart_running(&mut self) {
+        let running: Vec<usize> = (0..self.vrings.len())
+            .filter(|&i| self.stop_queue(i))
+            .collect();
+        for i in running {
+            self.try_start(i);
+        }
+    }
+
     /// Takes queue `i` away from the data plane (waiting at most for its current burst) and
     /// records where it stopped. Returns whether it was running.
     fn stop_queue(&mut self, i: usize) -> bool {
@@ -691,6 +391,10 @@ impl Backend {
         }
         let pf_negotiated = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         let qf = self.queue_features();
+        let log = match (self.vrings[i].addr, self.vrings[i].num) {
+            (Some(a), Some(n)) => self.queue_log(&a, n),
+            _ => Ok(None),
+        };
         let v = &mut self.vrings[i];
         // A ring starts disabled when PROTOCOL_FEATURES is acked, enabled otherwise (QEMU 7.2
         // does not ack the bit, yet sends SET_VRING_ENABLE; DPDK's vhost behaves the same).
@@ -701,6 +405,14 @@ impl Backend {
         if !v.started || !enabled {
             return;
         }
+        let log = match log {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("queue {i} cannot start: {e}");
+                v.error = Some(e);
+                return;
+            }
+        };
         let call = match v.call.as_ref().map(nonblocking_call_fd).transpose() {
             Ok(c) => c,
             Err(e) => {
@@ -715,13 +427,15 @@ impl Backend {
             used_uva: addr.used,
         };
         match DeviceQueue::new(mem.clone(), layout, qf, v.base, call, v.counters.clone()) {
-            Ok(q) => {
+            Ok(mut q) => {
                 v.error = None;
+                q.set_log(log);
                 tracing::info!(
-                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}",
+                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}, logging {}",
                     v.base,
                     qf.event_idx,
-                    qf.mrg_rxbuf
+                    qf.mrg_rxbuf,
+                    q.logging()
                 );
                 self.slots[i].install(q);
             }
@@ -745,16 +459,25 @@ impl Backend {
 
     /// A device reset (status 0, RESET_DEVICE): queues, memory and virtio features go; the
     /// vhost-user session itself (owner, protocol features, backend channel) stays.
+    ///
+    /// Where each ring stopped survives: QEMU (7.2) stops a device by writing status 0 *before*
+    /// `GET_VRING_BASE`, and must still learn each ring's position (or the migration it is
+    /// stopping for sends the destination an avail index of 0). A frontend sets the base again
+    /// before it starts a ring, and a ring whose used index disagrees resumes from that index.
     fn reset_device(&mut self) {
         for i in 0..self.vrings.len() {
-            self.slots[i].take();
+            self.stop_queue(i);
             let counters = self.vrings[i].counters.clone();
+            let base = self.vrings[i].base;
             self.vrings[i] = Vring {
                 counters,
+                base,
                 ..Vring::default()
             };
         }
         self.mem = None;
+        self.log = None;
+        self.log_fd = None;
         self.features = 0;
         self.status = 0;
         self.net_config.mtu = self.cfg.mtu;
@@ -788,6 +511,7 @@ impl Backend {
         info.status = self.status;
         info.mtu = self.net_config.mtu;
         info.memory_regions = self.mem.as_ref().map_or(0, |m| m.regions().count());
+        let logging = self.logging();
         info.queues = self
             .vrings
             .iter()
@@ -798,6 +522,10 @@ impl Backend {
                 started: v.started,
                 enabled: v.enabled.unwrap_or(false),
                 running: self.slots[i].is_running(),
+                logging: logging && self.slots[i].is_running(),
+                log_used: logging
+                    && v.addr
+                        .is_some_and(|a| a.flags & message::VRING_ADDR_F_LOG != 0),
                 error: v.error.clone(),
             })
             .collect();
@@ -844,38 +572,5 @@ enum Reply {
     Payload(Vec<u8>),
 }
 
-fn is_get(req: Request) -> bool {
-    matches!(
-        req,
-        Request::GET_FEATURES
-            | Request::GET_PROTOCOL_FEATURES
-            | Request::GET_QUEUE_NUM
-            | Request::GET_VRING_BASE
-            | Request::GET_CONFIG
-            | Request::GET_MAX_MEM_SLOTS
-            | Request::GET_STATUS
-    )
-}
-
-fn no_body(req: Request, body: &[u8]) -> Result<()> {
-    if !body.is_empty() {
-        return Err(Error::BadPayloadSize {
-            request: req.name(),
-            got: body.len(),
-            want: 0,
-        });
-    }
-    Ok(())
-}
-
-/// Some frontends send a u64 of 0 with requests that carry only an fd.
-fn no_body_or_u64(req: Request, body: &[u8]) -> Result<()> {
-    if body.is_empty() || body.len() == 8 {
-        return Ok(());
-    }
-    no_body(req, body)
-}
-
 #[cfg(test)]
-#[path = "backend_tests.rs"]
 mod tests;
