@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-all=(eth_parse message_parsers hooks_messages descriptor_chains driver_rx vhost_user_stream)
+all=(eth_parse message_parsers hooks_messages descriptor_chains driver_rx vhost_user_stream evpn_fdb)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 san=${FUZZ_SANITIZER:-address}

@@ -514,7 +514,12 @@ fn message_seeds(dir: &Path) {
         mmap_offset: 64,
     };
     write(dir, t, "log_region", &l.to_bytes());
-    write(dir, t, "rarp_mac", &rarp_bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+    write(
+        dir,
+        t,
+        "rarp_mac",
+        &rarp_bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+    );
 }
 
 fn hooks_seeds(dir: &Path) {

@@ -106,7 +106,8 @@ fuzz_target!(|data: &[u8]| {
                 let bytes = r.bytes(n);
                 let room = (u64::from(buf) - off) as usize;
                 let bytes = &bytes[..bytes.len().min(room)];
-                mem.write(q.buf_gpa(id) + off, bytes).expect("inside the buffer");
+                mem.write(q.buf_gpa(id) + off, bytes)
+                    .expect("inside the buffer");
             }
             _ => {
                 let max = 1 + usize::from(r.u8() % 80);

@@ -6,9 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use vhost_user::message::{
-    mem_table_bytes, parse_mem_table, parse_rarp_mac, parse_single_region, parse_u64,
-    rarp_bytes, single_region_bytes, ConfigMsg, Header, LogRegion, Request, VringAddr,
-    VringState, HEADER_SIZE, MAX_PAYLOAD,
+    mem_table_bytes, parse_mem_table, parse_rarp_mac, parse_single_region, parse_u64, rarp_bytes,
+    single_region_bytes, ConfigMsg, Header, LogRegion, Request, VringAddr, VringState, HEADER_SIZE,
+    MAX_PAYLOAD,
 };
 use vhost_user::net::NetConfig;
 
@@ -65,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     if let Ok(mac) = parse_rarp_mac(data) {
-        assert!(mac[0] & 1 == 0 && mac != [0; 6], "a multicast or zero MAC was accepted");
+        assert!(
+            mac[0] & 1 == 0 && mac != [0; 6],
+            "a multicast or zero MAC was accepted"
+        );
         assert_eq!(&rarp_bytes(mac)[..6], &data[..6]);
     }
 

@@ -46,7 +46,12 @@ struct Batch {
 fn recv_batch(sock: &Socket) -> io::Result<Batch> {
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
     let n = sock.recv(&mut buf, 0)?;
-    let data = &buf[..n.min(buf.len())];
+    Ok(decode_batch(&buf[..n.min(buf.len())]))
+}
+
+/// Splits one datagram from the kernel into its netlink messages; what does not decode is
+/// counted, never trusted (the fuzz target `evpn_fdb` feeds it arbitrary bytes).
+fn decode_batch(data: &[u8]) -> Batch {
     let mut out = Batch::default();
     let mut off = 0usize;
     while data.len().saturating_sub(off) >= 16 {
@@ -62,7 +67,27 @@ fn recv_batch(sock: &Socket) -> io::Result<Batch> {
         }
         off += len.div_ceil(4) * 4;
     }
-    Ok(out)
+    out
+}
+
+/// The FDB changes of a batch: (added, entry) for each neighbour message, in order.
+fn neighbour_changes(b: Batch) -> Vec<(bool, NeighbourMessage)> {
+    b.messages
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => Some((true, n)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => Some((false, n)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One datagram of notifications as [`Events::recv`] reads it: the neighbour changes it
+/// carries and how many messages did not decode.
+pub fn decode_notifications(data: &[u8]) -> (Vec<(bool, NeighbourMessage)>, usize) {
+    let b = decode_batch(data);
+    let bad = b.undecodable;
+    (neighbour_changes(b), bad)
 }
 
 fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
@@ -366,20 +391,8 @@ impl Events {
     pub fn recv(&mut self) -> io::Result<Received> {
         match recv_batch(&self.sock) {
             Ok(b) => {
-                let changes = b
-                    .messages
-                    .into_iter()
-                    .filter_map(|m| match m.payload {
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                            Some((true, n))
-                        }
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
-                            Some((false, n))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                Ok(Received::Changes(changes, b.undecodable))
+                let bad = b.undecodable;
+                Ok(Received::Changes(neighbour_changes(b), bad))
             }
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => Ok(Received::Overrun),
             Err(e)
