@@ -546,36 +546,50 @@ impl Wire {
     }
 }
 
-/// Interop: hosts A and B run the switch, host C only Linux (a bridge, a kernel vxlan device
-/// with C's VTEP address on its underlay link, a veth into a namespace with an address) and
-/// FRR; full-mesh iBGP. The switches' guests and C's kernel ping each other both ways, with
-/// every remote VTEP and MAC learned from BGP; C's FRR holds the switches' type-2 routes.
+/// The fabric of the issue: hosts A, B and D run the switch, host C only Linux (a bridge, a
+/// kernel vxlan device with C's VTEP address on its underlay link, a veth into a namespace with
+/// an address) and FRR; full-mesh iBGP, no static remote VTEP anywhere. The three switches'
+/// guests ping each other, and they and C's kernel ping each other both ways, with every remote
+/// VTEP and MAC learned from BGP; each switch host's FRR holds the other switches' type-2 and
+/// type-3 routes, and C's FRR the switches' type-2 routes. The switches nap when idle
+/// (`--pmd-sleep-max`), so three of them fit on two cores.
 #[test]
-fn evpn_interop_with_a_kernel_vxlan_host() {
+fn evpn_three_switch_hosts_and_a_kernel_vxlan_host() {
     let _heavy = heavy();
     if !can_run(&["ip", "bridge", "ping"]) || !have_frr() {
         return;
     }
     let wire = Wire::new();
-    let (na, nb, nc) = (
+    // Index 0, 1, 2: the switch hosts A, B, D; index 3: the kernel host C.
+    let ns = [
         Netns::new("evpnxA"),
         Netns::new("evpnxB"),
+        Netns::new("evpnxD"),
         Netns::new("evpnxC"),
-    );
-    let bgp = [1u8, 2, 3].map(|i| Ipv4Addr::new(172, 30, 1, i));
-    let vtep = [1u8, 2, 3].map(|i| Ipv4Addr::new(10, 96, 1, i));
+    ];
+    const N: usize = 4;
+    const KERNEL: usize = 3;
+    let bgp: [Ipv4Addr; N] = [1u8, 2, 3, 4].map(|i| Ipv4Addr::new(172, 30, 1, i));
+    let vtep: [Ipv4Addr; N] = [1u8, 2, 3, 4].map(|i| Ipv4Addr::new(10, 96, 1, i));
     let mut under = Vec::new();
-    for (i, ns) in [&na, &nb, &nc].into_iter().enumerate() {
-        let (u, c) = wire.plug(ns);
-        ns.ip(&["addr", "add", &format!("{}/24", bgp[i]), "dev", &c]);
-        if i < 2 {
-            ns.ip(&["route", "add", "10.96.1.0/24", "dev", &c]);
+    for (i, n) in ns.iter().enumerate() {
+        let (u, c) = wire.plug(n);
+        n.ip(&["addr", "add", &format!("{}/24", bgp[i]), "dev", &c]);
+        if i != KERNEL {
+            n.ip(&["route", "add", "10.96.1.0/24", "dev", &c]);
         }
         under.push(u);
     }
+    let [na, nb, nd, nc] = ns;
     // Host C: the kernel is the VTEP.
     let vni = VNI.to_string();
-    nc.ip(&["addr", "add", &format!("{}/24", vtep[2]), "dev", &under[2]]);
+    nc.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", vtep[KERNEL]),
+        "dev",
+        &under[KERNEL],
+    ]);
     nc.ip(&["link", "add", "br0", "type", "bridge"]);
     nc.ip(&[
         "link",
@@ -586,12 +600,12 @@ fn evpn_interop_with_a_kernel_vxlan_host() {
         "id",
         &vni,
         "local",
-        &vtep[2].to_string(),
+        &vtep[KERNEL].to_string(),
         "dstport",
         "4789",
         "nolearning",
         "dev",
-        &under[2],
+        &under[KERNEL],
     ]);
     nc.ip(&["link", "set", "vxc", "master", "br0"]);
     let guest_c = Netns::new("evpnxCg");
@@ -605,45 +619,61 @@ fn evpn_interop_with_a_kernel_vxlan_host() {
 
     let a = EvpnHost::start(na, &under[0], vtep[0], "evpnx-a", &[]);
     let b = EvpnHost::start(nb, &under[1], vtep[1], "evpnx-b", &[]);
+    let d = EvpnHost::start(nd, &under[2], vtep[2], "evpnx-d", &[]);
     let peers =
-        |me: usize| -> Vec<Ipv4Addr> { (0..3).filter(|&i| i != me).map(|i| bgp[i]).collect() };
+        |me: usize| -> Vec<Ipv4Addr> { (0..N).filter(|&i| i != me).map(|i| bgp[i]).collect() };
     let fa = Frr::start(&a.ns, "xA", bgp[0], &peers(0));
     let fb = Frr::start(&b.ns, "xB", bgp[1], &peers(1));
-    let fc = Frr::start(&nc, "xC", bgp[2], &peers(2));
+    let fd = Frr::start(&d.ns, "xD", bgp[2], &peers(2));
+    let fc = Frr::start(&nc, "xC", bgp[KERNEL], &peers(KERNEL));
     let others = |me: usize| -> Vec<String> {
-        (0..3)
+        let mut v: Vec<String> = (0..N)
             .filter(|&i| i != me)
             .map(|i| vtep[i].to_string())
-            .collect()
+            .collect();
+        v.sort();
+        v
     };
-    a.wait_segment("A floods to B and C", Some(&fa), |s| {
-        s.flood_vteps == others(0)
-    });
-    b.wait_segment("B floods to A and C", Some(&fb), |s| {
-        s.flood_vteps == others(1)
-    });
-
-    let (ip_a, ip_b) = (
-        Ipv4Addr::new(192, 168, 91, 1),
-        Ipv4Addr::new(192, 168, 91, 2),
-    );
-    let mut ga = Host::new(&a.sw.sock(), "evpnx-guest-a", mac(1), ip_a);
-    let mut gb = Host::new(&b.sw.sock(), "evpnx-guest-b", mac(2), ip_b);
-    // The switches' guests reach the kernel host, and each other.
-    let rtt = ping(&mut [&mut ga, &mut gb], 0, ip_c, 3, 56);
-    eprintln!("switch guest A -> kernel host C: rtt {rtt:?}");
-    ping(&mut [&mut ga, &mut gb], 1, ip_c, 3, 56);
-    ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 56);
-    // The kernel host reaches both guests.
-    for ip in [ip_a, ip_b] {
-        let p = kernel_ping(
-            &guest_c,
-            ip,
-            &["-c", "3", "-i", "0.2", "-w", "15"],
-            &mut [&mut ga, &mut gb],
+    let sorted = |v: &[String]| -> Vec<String> {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    for (i, (h, f)) in [(&a, &fa), (&b, &fb), (&d, &fd)].into_iter().enumerate() {
+        h.wait_segment(
+            &format!("switch host {i} floods to the three others"),
+            Some(f),
+            |s| sorted(&s.flood_vteps) == others(i),
         );
-        let out = String::from_utf8_lossy(&p.stdout);
-        assert!(out.contains("3 received"), "kernel host C -> {ip}:\n{out}");
+    }
+
+    let ip = [1u8, 2, 4].map(|i| Ipv4Addr::new(192, 168, 91, i));
+    let ga = Host::new(&a.sw.sock(), "evpnx-guest-a", mac(1), ip[0]);
+    let gb = Host::new(&b.sw.sock(), "evpnx-guest-b", mac(2), ip[1]);
+    let gd = Host::new(&d.sw.sock(), "evpnx-guest-d", mac(4), ip[2]);
+    let mut guests = [ga, gb, gd];
+    {
+        let [ga, gb, gd] = &mut guests;
+        let mut all = [ga, gb, gd];
+        // Every switch guest reaches the kernel host and every other switch guest.
+        for from in 0..3 {
+            let rtt = ping(&mut all, from, ip_c, 3, 56);
+            eprintln!("switch guest {from} -> kernel host C: rtt {rtt:?}");
+            for to in (0..3).filter(|&t| t != from) {
+                ping(&mut all, from, ip[to], 3, 56);
+            }
+        }
+        // The kernel host reaches every guest.
+        for &to in &ip {
+            let p = kernel_ping(
+                &guest_c,
+                to,
+                &["-c", "3", "-i", "0.2", "-w", "15"],
+                &mut all,
+            );
+            let out = String::from_utf8_lossy(&p.stdout);
+            assert!(out.contains("3 received"), "kernel host C -> {to}:\n{out}");
+        }
     }
     // C's MAC came from BGP (type-2 from C's zebra, learned by its bridge), and C's kernel
     // holds the switches' guests behind their VTEPs, from the switches' type-2 routes.
@@ -654,30 +684,40 @@ fn evpn_interop_with_a_kernel_vxlan_host() {
     )
     .trim()
     .to_owned();
-    a.wait_segment("A has C's MAC from BGP", Some(&fa), |s| {
-        s.remote_macs
-            .iter()
-            .any(|m| m.mac == mac_c && m.vtep == vtep[2].to_string())
-    });
+    for (h, f) in [(&a, &fa), (&b, &fb), (&d, &fd)] {
+        h.wait_segment("C's MAC from BGP", Some(f), |s| {
+            s.remote_macs
+                .iter()
+                .any(|m| m.mac == mac_c && m.vtep == vtep[KERNEL].to_string())
+        });
+    }
     let fdb = nc.exec(&["bridge", "fdb", "show", "dev", "vxc"]);
     let fdb = String::from_utf8_lossy(&fdb.stdout);
-    for (m, v) in [(mac(1), vtep[0]), (mac(2), vtep[1])] {
+    for (m, v) in [(mac(1), vtep[0]), (mac(2), vtep[1]), (mac(4), vtep[2])] {
         assert!(
             fdb.contains(&format!("{} dst {v} self extern_learn", mac_text(m))),
             "C's kernel lacks {} behind {v}:\n{fdb}",
             mac_text(m)
         );
     }
-    let routes = fc.vtysh("show bgp l2vpn evpn route");
-    assert!(
-        routes.contains(&format!("[2]:[0]:[48]:[{}]", mac_text(mac(1))))
-            && routes.contains(&format!("[3]:[0]:[32]:[{}]", vtep[1])),
-        "C's BGP table:\n{routes}"
-    );
-    drop((ga, gb));
-    drop((fa, fb, fc));
+    // Each host's FRR holds the other switches' type-2 (their guests' MACs) and type-3 (their
+    // VTEPs) routes.
+    let guest_macs = [mac(1), mac(2), mac(4)];
+    for (me, f) in [(0usize, &fa), (1, &fb), (2, &fd), (KERNEL, &fc)] {
+        let routes = f.vtysh("show bgp l2vpn evpn route");
+        for other in (0..3).filter(|&o| o != me) {
+            assert!(
+                routes.contains(&format!("[2]:[0]:[48]:[{}]", mac_text(guest_macs[other])))
+                    && routes.contains(&format!("[3]:[0]:[32]:[{}]", vtep[other])),
+                "host {me}'s BGP table lacks switch host {other}'s routes:\n{routes}"
+            );
+        }
+    }
+    drop(guests);
+    drop((fa, fb, fd, fc));
     a.sw.stop();
     b.sw.stop();
+    d.sw.stop();
 }
 
 /// The local side on a real kernel, without FRR: a MAC the guest sends from becomes a static
