@@ -378,14 +378,21 @@ fn test_evpn_bad_fdb_entries_refused_and_counted() {
 /// ping. A's bgpd loses the session and withdraws B's routes (FRR 8.4 keeps no stale EVPN
 /// paths), but both switches run with `--evpn-hold 60`: A holds what was withdrawn, so
 /// forwarding goes on both ways through the outage. FRR comes back: the routes come back in
-/// BGP and in both switches (nothing held any more), and the guests still ping.
+/// BGP and in both switches (nothing held any more), and the guests still ping. A guest that
+/// came up on B during the outage is advertised once B's FRR is back: A learns it and reaches it.
 #[test]
 fn evpn_frr_killed_and_restarted_forwarding_continues() {
     let _heavy = heavy();
     if !can_run(&["ip", "bridge"]) || !have_frr() {
         return;
     }
-    let (a, b, fa, mut fb) = two_hosts("evpnrs", &["--evpn-hold", "60"], &[]);
+    let dir = TestDir::new("evpn-restart");
+    let g2 = dir.join("g2.sock");
+    let (a, b, fa, mut fb) = two_hosts(
+        "evpnrs",
+        &["--evpn-hold", "60"],
+        &["--vhost-server", &format!("g2={}", g2.display())],
+    );
     let (ip_a, ip_b) = (
         Ipv4Addr::new(192, 168, 93, 1),
         Ipv4Addr::new(192, 168, 93, 2),
@@ -409,6 +416,15 @@ fn evpn_frr_killed_and_restarted_forwarding_continues() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("{rounds} ping rounds while B's FRR was down");
+    // A change made meanwhile: guest Z comes up on B's second port while B's FRR is down. B's
+    // switch learns it and writes it into its mirror; nobody advertises it yet.
+    let ip_z = Ipv4Addr::new(192, 168, 93, 3);
+    let mut gz = Host::new(&g2, "evpnrs-guest-z", mac(3), ip_z);
+    gz.garp();
+    let mz = mac_text(mac(3));
+    b.wait_segment("B learned Z locally while its FRR was down", None, |s| {
+        s.local_macs.iter().any(|m| m.mac == mz && m.port == "g2")
+    });
     // A's bgpd lost the session and withdrew B's routes; A's switch holds them.
     let sa = a.segment();
     assert!(
@@ -448,7 +464,19 @@ fn evpn_frr_killed_and_restarted_forwarding_continues() {
     });
     ping(&mut [&mut ga, &mut gb], 0, ip_b, 3, 56);
     ping(&mut [&mut ga, &mut gb], 1, ip_a, 3, 56);
-    drop((ga, gb));
+    // What changed during the outage reached the fabric once FRR was back: A has Z behind B
+    // from BGP, and A's guest reaches it.
+    a.wait_segment(
+        "A learned Z, which came up during B's outage",
+        Some(&fa),
+        |s| {
+            s.remote_macs
+                .iter()
+                .any(|m| m.mac == mz && m.vtep == b.vtep.to_string())
+        },
+    );
+    ping(&mut [&mut ga, &mut gb, &mut gz], 0, ip_z, 3, 56);
+    drop((ga, gb, gz));
     drop((fa, fb));
     a.sw.stop();
     b.sw.stop();
