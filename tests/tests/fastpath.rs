@@ -85,6 +85,22 @@ impl Switch {
         Process::spawn(bin, &mut cmd, &self.dir.join(log)).expect("start guest")
     }
 
+    /// Waits until the switch's hooks have registered the fast-path guest on `port` ("a" or
+    /// "b"): a guest that asks for a channel to a peer not yet registered is refused and sends
+    /// through the switch instead.
+    fn wait_registered(&self, port: &str) {
+        let needle = format!("fast path: port {port} registered");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.proc.log().contains(&needle) {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} never registered with the hooks\n{}",
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn channels(&self) -> serde_json::Value {
         let out = Command::new(workspace_bin("vswitchctl"))
             .arg("--ctl")
@@ -155,6 +171,7 @@ fn integrity(path: &str) {
         &["--count", &count, "--idle", "10", "--duration", "240"],
         "sink.log",
     );
+    sw.wait_registered("b");
     let gen = sw.guest(
         "fp-pktgen",
         0,
@@ -196,6 +213,7 @@ fn test_stray_wrpkru_refused_a_channel() {
     let _guard = serial::heavy();
     let sw = start_switch("fastpath-wrpkru");
     let sink = sw.guest("fp-sink", 1, MAC_B, &["--duration", "15"], "sink.log");
+    sw.wait_registered("b");
     let rogue = sw.guest(
         "fp-rogue",
         0,
@@ -232,6 +250,7 @@ fn test_hostile_zero_copy_sender_descriptors() {
         &["--duration", "8", "--idle", "6"],
         "sink.log",
     );
+    sw.wait_registered("b");
     let rogue = sw.guest(
         "fp-rogue",
         0,
@@ -270,6 +289,8 @@ fn test_hostile_copy_receiver_buffers() {
         &["--peer", MAC_A, "--hostile", "copy", "--duration", "6"],
         "rogue.log",
     );
+    // The generator asks for its channel at once: the receiver must be there first.
+    sw.wait_registered("b");
     let gen = sw.guest(
         "fp-pktgen",
         0,
@@ -313,6 +334,7 @@ fn disconnect_revokes_channel_and_traffic_falls_back_to_the_switch() {
         &["--duration", "30", "--idle", "30"],
         "sink1.log",
     );
+    sw.wait_registered("b");
     let gen = sw.guest(
         "fp-pktgen",
         0,
