@@ -156,14 +156,32 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
                 },
             }
         };
-        // Write the hostile descriptors over a few free slots, then a good frame, publish.
-        for k in 0..4u64 {
-            let id = u16::try_from((rounds * 8 + k) % size).unwrap_or(0);
-            q.raw().write_desc(id, bad_desc(rounds * 4 + k));
-            q.push_avail(id);
+        // Write the hostile descriptors over a few slots, then a good frame, publish.
+        if w == Which::Copy {
+            // A receiver has every buffer posted already (it reposts what comes back at once):
+            // rewrite posted descriptors and one posted avail entry in place. Publishing more
+            // entries than the queue holds would be an index a queue ahead, which stops the
+            // queue for good: that hostile input has tests of its own, and after it no good
+            // buffer among the bad could get a frame.
+            for k in 0..4u64 {
+                let id = u16::try_from((rounds * 8 + k) % size).unwrap_or(0);
+                q.raw().write_desc(id, bad_desc(rounds * 4 + k));
+            }
+            // A head index past the queue, in an entry published but maybe not yet taken.
+            let slot = q
+                .avail_idx()
+                .wrapping_sub(1 + u16::try_from(rounds % 8).unwrap_or(0));
+            q.raw()
+                .set_avail_entry(slot, u16::try_from(size + 3).unwrap_or(u16::MAX));
+        } else {
+            for k in 0..4u64 {
+                let id = u16::try_from((rounds * 8 + k) % size).unwrap_or(0);
+                q.raw().write_desc(id, bad_desc(rounds * 4 + k));
+                q.push_avail(id);
+            }
+            // A head index past the queue.
+            q.push_avail(u16::try_from(size + 3).unwrap_or(u16::MAX));
         }
-        // A head index past the queue.
-        q.push_avail(u16::try_from(size + 3).unwrap_or(u16::MAX));
         if w == Which::ZeroCopy {
             frame::build(
                 &mut buf,
