@@ -215,9 +215,10 @@ pub struct DriverQueue {
     in_order: Option<u16>,
     /// In order only: the length each descriptor was last written with (its address follows
     /// from it: the small buffer or the big one), so a send rewrites a descriptor only when its
-    /// length changes, without reading the table back; and whether every avail slot already names its own descriptor (after a
-    /// lap), so sends leave the avail ring alone. Both lines then stay valid in the device's
-    /// cache. Only we write these areas: a device that scribbles on them misleads itself.
+    /// length changes, without reading the table back; and whether every avail slot already
+    /// names its own descriptor (after a lap), so sends leave the avail ring alone. Both lines
+    /// then stay valid in the device's cache. Only we write these areas: a device that
+    /// scribbles on them misleads itself.
     desc_len: Vec<u32>,
     avail_settled: bool,
     /// virtio-net header length used by this queue's frames (10 or 12); fixed at creation
@@ -289,8 +290,10 @@ impl DriverQueue {
             small_slot: areas.small_slot,
             small_gpa,
             small_host,
-            small_below: (areas.small_slot as usize + 1).saturating_sub(hdr_len)
-                * usize::from(areas.small_slot > 0),
+            small_below: match areas.small_slot {
+                0 => 0,
+                n => (n as usize + 1).saturating_sub(hdr_len),
+            },
             free: (0..size).collect(),
             outstanding: vec![false; usize::from(size)],
             avail_idx: 0,
@@ -356,10 +359,18 @@ impl DriverQueue {
 
     #[inline(always)]
     fn tx_gpa(&self, id: u16, small: bool) -> u64 {
+        let (_, gpa, stride) = self.tx_area(small);
+        gpa + u64::from(id) * stride as u64
+    }
+
+    /// Where the transmit buffers of one size class start (host, guest-physical) and how far
+    /// apart they are: the small buffers or the big ones.
+    #[inline(always)]
+    fn tx_area(&self, small: bool) -> (*mut u8, u64, usize) {
         if small {
-            self.small_gpa + u64::from(id) * u64::from(self.small_slot)
+            (self.small_host, self.small_gpa, self.small_slot as usize)
         } else {
-            self.buf_gpa(id)
+            (self.buf_host, self.buf_gpa, self.buf_size as usize)
         }
     }
 

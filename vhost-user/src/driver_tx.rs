@@ -110,11 +110,7 @@ impl DriverQueue {
         // A frame's size class picks the buffer (the small one or the big one); the frames
         // ahead are taken to be of this one's.
         let small = self.fits_small(len);
-        let (base, stride) = if small {
-            (self.small_host, self.small_slot as usize)
-        } else {
-            (self.buf_host, self.buf_size as usize)
-        };
+        let (base, _, stride) = self.tx_area(small);
         // Start taking the lines of a buffer a few frames ahead away from the device's core,
         // which read them last lap, so that store does not wait for the transfer.
         if let Some(ahead) = ahead {

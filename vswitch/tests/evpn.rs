@@ -108,6 +108,22 @@ fn two_hosts(tag: &str, extra: &[&str], extra_b: &[&str]) -> (EvpnHost, EvpnHost
     (a, b, fa, fb)
 }
 
+/// [`two_hosts`] with a second guest port `g2` on B, whose socket is returned (in `dir`, which
+/// the caller keeps): for a guest that comes up on B later.
+fn two_hosts_with_g2_on_b(
+    tag: &str,
+    extra: &[&str],
+    dir: &TestDir,
+) -> (EvpnHost, EvpnHost, Frr, Frr, std::path::PathBuf) {
+    let g2 = dir.join("g2.sock");
+    let (a, b, fa, fb) = two_hosts(
+        tag,
+        extra,
+        &["--vhost-server", &format!("g2={}", g2.display())],
+    );
+    (a, b, fa, fb, g2)
+}
+
 fn mac_text(m: [u8; 6]) -> String {
     vswitch::fdb::format_mac(m)
 }
@@ -379,7 +395,7 @@ fn test_evpn_bad_fdb_entries_refused_and_counted() {
 /// paths), but both switches run with `--evpn-hold 60`: A holds what was withdrawn, so
 /// forwarding goes on both ways through the outage. FRR comes back: the routes come back in
 /// BGP and in both switches (nothing held any more), and the guests still ping. A guest that
-/// came up on B during the outage is advertised once B's FRR is back: A learns it and reaches it.
+/// came up on B during the outage is advertised once B's FRR is back: A learns and reaches it.
 #[test]
 fn evpn_frr_killed_and_restarted_forwarding_continues() {
     let _heavy = heavy();
@@ -387,12 +403,7 @@ fn evpn_frr_killed_and_restarted_forwarding_continues() {
         return;
     }
     let dir = TestDir::new("evpn-restart");
-    let g2 = dir.join("g2.sock");
-    let (a, b, fa, mut fb) = two_hosts(
-        "evpnrs",
-        &["--evpn-hold", "60"],
-        &["--vhost-server", &format!("g2={}", g2.display())],
-    );
+    let (a, b, fa, mut fb, g2) = two_hosts_with_g2_on_b("evpnrs", &["--evpn-hold", "60"], &dir);
     let (ip_a, ip_b) = (
         Ipv4Addr::new(192, 168, 93, 1),
         Ipv4Addr::new(192, 168, 93, 2),
@@ -493,12 +504,7 @@ fn evpn_mac_moves_between_hosts() {
         return;
     }
     let dir = TestDir::new("evpn-mobility");
-    let g2 = dir.join("g2.sock");
-    let (a, b, fa, fb) = two_hosts(
-        "evpnmv",
-        &[],
-        &["--vhost-server", &format!("g2={}", g2.display())],
-    );
+    let (a, b, fa, fb, g2) = two_hosts_with_g2_on_b("evpnmv", &[], &dir);
     let (ip_x, ip_y, ip_z) = (
         Ipv4Addr::new(192, 168, 92, 1),
         Ipv4Addr::new(192, 168, 92, 2),

@@ -213,10 +213,11 @@ mod tests {
         VxlanPort::new(5, "vx0", 0, 100, LOCAL, statics, (0, "up0"), 300, 1).with_evpn(16)
     }
 
-    fn add(t: &mut RemoteTable, mac: Mac, ip: Ipv4Addr) {
+    /// Applies zebra's entry for `mac` behind `ip`, installed (`add`) or withdrawn.
+    fn zebra(t: &mut RemoteTable, add: bool, mac: Mac, ip: Ipv4Addr) {
         t.apply(&VxlanFdb {
             ifindex: 1,
-            add: true,
+            add,
             mac: Some(mac),
             dst: Some(IpAddr::V4(ip)),
             vni: None,
@@ -226,17 +227,12 @@ mod tests {
         .unwrap();
     }
 
+    fn add(t: &mut RemoteTable, mac: Mac, ip: Ipv4Addr) {
+        zebra(t, true, mac, ip);
+    }
+
     fn del(t: &mut RemoteTable, mac: Mac, ip: Ipv4Addr) {
-        t.apply(&VxlanFdb {
-            ifindex: 1,
-            add: false,
-            mac: Some(mac),
-            dst: Some(IpAddr::V4(ip)),
-            vni: None,
-            extern_learn: true,
-            master: false,
-        })
-        .unwrap();
+        zebra(t, false, mac, ip);
     }
 
     #[test]
