@@ -520,10 +520,17 @@ fn evpn_mac_moves_between_hosts() {
             .any(|m| m.mac == mx && m.vtep == a.vtep.to_string())
     });
 
-    // X moves: its old connection goes away, it comes up on B and says so.
-    drop(x);
+    // X moves as a migrated VM does: it comes up on B and says so while A still has it, so B's
+    // route must outbid A's (a raised sequence number); then its old connection goes away.
+    // Dropping it first would let A withdraw before B advertises, and B's route would need no
+    // sequence number at all.
+    let x_at_a = x;
     let mut x = Host::new(&g2, "evpnmv-x-at-b", mac(1), ip_x);
     x.garp();
+    b.wait_segment("B learned X on its new port", Some(&fb), |s| {
+        s.local_macs.iter().any(|m| m.mac == mx && m.port == "g2")
+    });
+    drop(x_at_a);
     b.wait_segment("B exports X on its new port", Some(&fb), |s| {
         s.local_macs.iter().any(|m| m.mac == mx && m.port == "g2")
             && !s.remote_macs.iter().any(|m| m.mac == mx)
