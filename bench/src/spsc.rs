@@ -31,9 +31,20 @@ const HEAD: usize = 0;
 const TAIL: usize = 128;
 const SLOTS_OFFSET: usize = 4096;
 
+/// 2 MiB: the size of the hugepages a ring is backed by when the machine has free ones.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Creates a ring of `slots` (a power of two) slots of `stride` bytes each, and a pool of
-/// `pool` bytes after them.
-pub fn channel(slots: usize, stride: usize, pool: usize) -> io::Result<(Producer, Consumer)> {
+/// `pool` bytes after them. With `huge`, on 2 MiB hugepages when free ones are there (as the
+/// fast path's dedicated regions are), else on 4 KiB pages: [`Producer::huge`] says which.
+/// A pool of 4096 buffers of 1.5 KiB spans 1 536 pages of 4 KiB, more than the TLB holds, so
+/// at big frames the page size alone moves the limit.
+pub fn channel(
+    slots: usize,
+    stride: usize,
+    pool: usize,
+    huge: bool,
+) -> io::Result<(Producer, Consumer)> {
     if !slots.is_power_of_two() || stride == 0 || !stride.is_multiple_of(16) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -48,7 +59,17 @@ pub fn channel(slots: usize, stride: usize, pool: usize) -> io::Result<(Producer
     let len = pool_offset
         .checked_add(pool.next_multiple_of(4096))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool too large"))?;
-    let fd = create_memfd("bench-spsc-ring", len as u64, false)?;
+    let (fd, len, huge) = match huge.then(|| {
+        let l = len.next_multiple_of(HUGE_PAGE);
+        create_memfd("bench-spsc-ring", l as u64, true).map(|fd| (fd, l))
+    }) {
+        Some(Ok((fd, l))) => (fd, l, true),
+        _ => (
+            create_memfd("bench-spsc-ring", len as u64, false)?,
+            len,
+            false,
+        ),
+    };
     let ring = |map| Ring {
         map,
         mask: slots - 1,
@@ -56,6 +77,7 @@ pub fn channel(slots: usize, stride: usize, pool: usize) -> io::Result<(Producer
         stride,
         pool_offset,
         pool,
+        huge,
     };
     let p = ring(Mapping::map_shared(&fd, len)?);
     let c = ring(Mapping::map_shared(&fd, len)?);
@@ -84,6 +106,8 @@ struct Ring {
     stride: usize,
     pool_offset: usize,
     pool: usize,
+    /// On 2 MiB hugepages.
+    huge: bool,
 }
 
 impl Ring {
@@ -157,6 +181,11 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Whether the ring is on 2 MiB hugepages (see [`channel`]).
+    pub fn huge(&self) -> bool {
+        self.ring.huge
+    }
+
     /// Slots free for writing, reloading the consumer's index when fewer than `want` are known.
     #[inline]
     pub fn free(&mut self, want: usize) -> usize {
@@ -381,7 +410,7 @@ mod tests {
 
     /// Sends `n` slots through a ring with writer `w`, checking order and the last byte.
     fn cross_threads(n: u64, w: fn(&mut Producer, usize, &[u8])) {
-        let (mut p, mut c) = channel(64, 64, 0).unwrap();
+        let (mut p, mut c) = channel(64, 64, 0, false).unwrap();
         let t = std::thread::spawn(move || {
             let mut sent = 0u64;
             while sent < n {
@@ -425,7 +454,7 @@ mod tests {
 
     #[test]
     fn unchanged_bytes_are_kept_and_changed_ones_written() {
-        let (mut p, mut c) = channel(4, 64, 0).unwrap();
+        let (mut p, mut c) = channel(4, 64, 0, false).unwrap();
         for round in 0..3u8 {
             let k = p.free(4);
             assert_eq!(k, 4);
@@ -443,7 +472,7 @@ mod tests {
 
     #[test]
     fn patched_fields_land_over_the_copied_frame() {
-        let (mut p, mut c) = channel(4, 64, 0).unwrap();
+        let (mut p, mut c) = channel(4, 64, 0, false).unwrap();
         p.free(1);
         p.write(0, &[1u8; 64]);
         p.patch_words(0, 22, [0x0909_0909_0909_0909, 0x0909_0909_0909_0909]);
@@ -458,7 +487,7 @@ mod tests {
 
     #[test]
     fn the_pool_is_read_in_place_through_the_other_mapping() {
-        let (mut p, c) = channel(4, 16, 8192).unwrap();
+        let (mut p, c) = channel(4, 16, 8192, false).unwrap();
         p.pool_write(4000, &[3u8; 200]);
         assert_eq!(
             c.peek_pool(4000, 200, |b| b.iter().all(|&x| x == 3)),
@@ -468,14 +497,14 @@ mod tests {
 
     #[test]
     fn test_pool_range_past_the_end_is_refused() {
-        let (_p, c) = channel(4, 16, 4096).unwrap();
+        let (_p, c) = channel(4, 16, 4096, false).unwrap();
         assert_eq!(c.peek_pool(4000, 97, |_| ()), None);
         assert_eq!(c.peek_pool(usize::MAX, 2, |_| ()), None);
     }
 
     #[test]
     fn a_full_ring_has_no_free_slot_until_the_consumer_releases() {
-        let (mut p, mut c) = channel(4, 64, 0).unwrap();
+        let (mut p, mut c) = channel(4, 64, 0, false).unwrap();
         assert_eq!(p.free(1), 4);
         for i in 0..4 {
             p.write(i, &[0x40; 64]);
@@ -490,18 +519,39 @@ mod tests {
     #[test]
     #[should_panic]
     fn test_write_beyond_the_free_slots() {
-        let (mut p, _c) = channel(4, 64, 0).unwrap();
+        let (mut p, _c) = channel(4, 64, 0, false).unwrap();
         p.free(1);
         p.write(4, &[0u8; 64]);
     }
 
     #[test]
+    fn a_ring_asked_for_on_hugepages_works_on_whichever_pages_it_got() {
+        // 2 MiB pages when the machine has a free one, else 4 KiB: the same ring either way.
+        let (mut p, mut c) = channel(4, 64, 4096, true).unwrap();
+        assert_eq!(p.free(4), 4);
+        p.write(0, b"on any page size");
+        p.publish(1);
+        assert_eq!(c.available(4), 1);
+        assert_eq!(c.peek(0, 16, |b| b.to_vec()), b"on any page size".to_vec());
+        let free = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| crate::hugepages::free_pages(&m))
+            .unwrap_or(0);
+        if free == 0 {
+            assert!(
+                !p.huge(),
+                "no free hugepage, yet the ring says it is on one"
+            );
+        }
+    }
+
+    #[test]
     fn test_slot_count_not_a_power_of_two() {
-        assert!(channel(3, 64, 0).is_err());
+        assert!(channel(3, 64, 0, false).is_err());
     }
 
     #[test]
     fn test_stride_not_a_multiple_of_sixteen() {
-        assert!(channel(4, 24, 0).is_err());
+        assert!(channel(4, 24, 0, false).is_err());
     }
 }

@@ -53,6 +53,7 @@ pub const RING_CONFIG: RingConfig = RingConfig {
     prefetch: false,
     alt_store: false,
     pad: 0,
+    slots: 4096,
 };
 /// Run id of the counted frames.
 const RUN: u32 = 1;
