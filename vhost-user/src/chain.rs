@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, Span};
 use crate::ring::{
     copy_bytes, Descriptor, IndirectTable, RawRing, DESC_SIZE, VRING_DESC_F_INDIRECT,
     VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -272,6 +272,8 @@ pub(crate) struct Walker {
     pub(crate) mem: Arc<GuestMemory>,
     pub(crate) size: u16,
     pub(crate) indirect: bool,
+    /// `mem`'s largest region, tried first (`mem` keeps it mapped).
+    pub(crate) hot: Span,
 }
 
 impl Walker {
@@ -291,7 +293,12 @@ impl Walker {
             let d = self.ring.read_desc(head);
             let want = if writable { VRING_DESC_F_WRITE } else { 0 };
             if d.flags == want && d.len != 0 && d.len <= MAX_CHAIN_BYTES {
-                if let Some(p) = self.mem.gpa_to_host(d.addr, u64::from(d.len)) {
+                let len = u64::from(d.len);
+                if let Some(p) = self
+                    .hot
+                    .to_host(d.addr, len)
+                    .or_else(|| self.mem.gpa_to_host(d.addr, len))
+                {
                     out.head = head;
                     out.len = d.len;
                     out.nsegs = 1;

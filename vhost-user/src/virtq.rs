@@ -29,6 +29,7 @@ use crate::ring::{
 
 /// Packets taken from or given to a queue per burst.
 pub const BURST: usize = 32;
+const _: () = assert!(BURST.is_power_of_two());
 
 /// Bytes of an Ethernet header with one VLAN tag: what the switch reads of every frame.
 const ETH_VLAN_HLEN: usize = 18;
@@ -128,7 +129,7 @@ pub struct DeviceQueue {
     broken: bool,
     call: Option<nix::sys::eventfd::EventFd>,
     counters: Arc<QueueCounters>,
-    burst: Box<[Chain]>,
+    burst: Box<[Chain; BURST]>,
     burst_len: usize,
     rx: Box<[Chain]>,
     /// A record built for a frame that takes the general path of
@@ -188,6 +189,7 @@ impl DeviceQueue {
                 mem: mem.clone(),
                 size: n,
                 indirect: features.indirect,
+                hot: mem.hot_span(),
             },
             ring,
             mem,
@@ -203,7 +205,7 @@ impl DeviceQueue {
             broken: false,
             call,
             counters,
-            burst: (0..BURST).map(|_| Chain::new()).collect(),
+            burst: Box::new(std::array::from_fn(|_| Chain::new())),
             burst_len: 0,
             rx: (0..MAX_MRG_CHAINS).map(|_| Chain::new()).collect(),
             record: Vec::new(),
@@ -345,29 +347,40 @@ impl DeviceQueue {
     /// taken must be given back with [`Self::complete_burst`] before the next call.
     pub fn pop_tx_burst(&mut self) -> usize {
         debug_assert_eq!(self.burst_len, 0, "complete_burst not called");
-        let avail = self.refresh_avail();
+        // The guest's avail index is read again only once what it said last time is consumed:
+        // its line is written by the guest's core, so each read can be a transfer.
+        let avail = match self.avail_cache.wrapping_sub(self.last_avail) {
+            _ if self.broken => 0,
+            0 => self.refresh_avail(),
+            known => known,
+        };
         let want = usize::from(avail).min(BURST);
         let min_len = self.features.hdr_len + crate::net::MIN_FRAME;
         let head_end = self.features.hdr_len + ETH_VLAN_HLEN;
         // Start every cache miss of the burst early so they overlap: descriptors first, then
         // each frame's first line as soon as its chain is walked (the switch reads the headers
         // next).
+        let ring = self.ring;
+        let last = self.last_avail;
         let mut heads = [0u16; BURST];
-        for (i, h) in (0u16..).zip(heads.iter_mut()).take(want) {
-            *h = self.ring.avail_entry(self.last_avail.wrapping_add(i));
-            prefetch(self.ring.desc_addr(*h));
+        for (i, h) in heads.iter_mut().enumerate().take(want) {
+            #[allow(clippy::cast_possible_truncation)] // i < BURST
+            let i = i as u16;
+            *h = ring.avail_entry(last.wrapping_add(i));
+            prefetch(ring.desc_addr(*h));
         }
         // Locals, not fields: the ring stores below could alias `self` as far as the compiler
         // knows, which would make it reload every field after each one.
-        let ring = self.ring;
         let walker = &self.walker;
-        let burst = &mut self.burst;
+        let burst: &mut [Chain; BURST] = &mut self.burst;
         let counters = &self.counters;
         let mut used_idx = self.used_idx;
         let mut k = 0;
         for &head in &heads[..want] {
-            let res = walker.walk(head, false, &mut burst[k]).and_then(|_| {
-                if burst[k].len() < min_len {
+            // k <= the heads seen so far < BURST.
+            let c = &mut burst[k & (BURST - 1)];
+            let res = walker.walk(head, false, c).and_then(|_| {
+                if c.len() < min_len {
                     Err(ChainError::TooShort)
                 } else {
                     Ok(())
@@ -380,7 +393,7 @@ impl DeviceQueue {
                     // cache-line-aligned frame (DPDK and Linux buffers), one where the frame
                     // follows the header (ours). Not a line more: a line the reader leaves alone
                     // is one the writer's core must take back for its next lap.
-                    let s0 = burst[k].segs[0];
+                    let s0 = c.segs[0];
                     prefetch(s0.ptr);
                     prefetch(s0.ptr.wrapping_add((s0.len as usize).min(head_end) - 1));
                     k += 1;
@@ -420,6 +433,17 @@ impl DeviceQueue {
     pub fn complete_burst(&mut self) {
         self.burst_len = 0;
         self.flush();
+    }
+
+    /// Like [`Self::complete_burst`], but publishes only once `every` used entries are
+    /// waiting: the used index's line then moves to the guest's core once per `every` entries
+    /// instead of once per burst. The caller publishes the rest with [`Self::flush`] before it
+    /// stops working on the queue (the end of a visit).
+    pub fn complete_burst_every(&mut self, every: u16) {
+        self.burst_len = 0;
+        if self.used_idx.wrapping_sub(self.published_used) >= every {
+            self.flush();
+        }
     }
 
     #[inline]

@@ -173,3 +173,45 @@ fn test_small_slot_not_whole_lines() {
         );
     }
 }
+
+#[test]
+fn used_entries_go_back_every_n_frames_and_the_rest_at_the_flush() {
+    let mut r = in_order_rig(128);
+    for i in 0..100 {
+        assert!(r.drv.push_tx(&frame(60, i)));
+    }
+    r.drv.publish();
+    // Three bursts of 32: the first two stay ours (64 < 80), the third passes 80 and publishes.
+    for expect_used in [0, 0, 96] {
+        assert_eq!(r.dev.pop_tx_burst(), 32);
+        r.dev.complete_burst_every(80);
+        assert_eq!(r.drv.raw().used_idx(), expect_used);
+    }
+    assert_eq!(r.dev.pop_tx_burst(), 4);
+    r.dev.complete_burst_every(80);
+    assert_eq!(r.drv.raw().used_idx(), 96, "4 waiting, fewer than 80");
+    r.dev.flush();
+    assert_eq!(r.drv.raw().used_idx(), 100, "the flush gives back the rest");
+    assert_eq!(r.drv.reclaim(), 100);
+}
+
+#[test]
+fn test_avail_index_lowered_after_the_device_read_it() {
+    let mut r = in_order_rig(64);
+    for i in 0..40 {
+        assert!(r.drv.push_tx(&frame(60, i)));
+    }
+    r.drv.publish();
+    assert_eq!(r.dev.pop_tx_burst(), 32);
+    r.dev.complete_burst();
+    // The guest takes back what it made available: the device finishes the 8 it was told of
+    // (their descriptors are valid), then sees an index behind it, a queue ahead.
+    r.drv.raw().set_avail_idx(10);
+    assert_eq!(r.dev.pop_tx_burst(), 8);
+    r.dev.complete_burst();
+    assert!(!r.dev.is_broken());
+    assert_eq!(r.dev.pop_tx_burst(), 0);
+    r.dev.complete_burst();
+    assert!(r.dev.is_broken());
+    assert_eq!(r.dev.counters().get(ChainError::AvailOverrun), 1);
+}
