@@ -10,7 +10,15 @@
 //! [`Log`] keeps when each request went out and each reply came back, for [`Log::analyse`].
 //! The source answers ARP for its own address, and finds the peer with ARP requests first
 //! (which also gives the peer a neighbour entry for us).
+//!
+//! A request can go as two IPv4 fragments, the second sent a while after the first
+//! ([`StreamConfig::split`]): the first then waits in the peer's reassembly queue, its bytes
+//! still in the receive buffer the switch wrote, so at any moment (a migration's switchover
+//! included) the peer holds data it has not yet copied anywhere. The payload's words are all
+//! 0x0000 or 0xffff, which add nothing to a checksum: a datagram reassembled from a stale
+//! fragment still passes the peer's checks and comes back, visibly wrong ([`payload`]).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,8 +34,9 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
 /// Ethernet + IPv4 (no options) + ICMP echo header.
 const HEADERS: usize = 14 + 20 + 8;
-/// Bytes of payload that carry the 64-bit sequence number (the rest is derived from it).
-const SEQ_BYTES: usize = 8;
+/// Bytes of payload that carry the 64-bit sequence number, one bit per 16-bit word (the rest
+/// is derived from it).
+const SEQ_BYTES: usize = 128;
 /// How long a reply may take to come back once the stream stops sending.
 const DRAIN: Duration = Duration::from_secs(2);
 const ARP_PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -43,8 +52,13 @@ pub struct StreamConfig {
     /// Requests sent back to back each time the stream is due (the rest of the time it only
     /// receives): bursts leave frames waiting in the peer's receive ring.
     pub burst: u32,
-    /// ICMP payload bytes (at least 8, the sequence number).
+    /// ICMP payload bytes (even, at least 128: the sequence number).
     pub payload_len: usize,
+    /// `Some(n)`: each request goes as two IPv4 fragments, the first with `n` bytes of the
+    /// ICMP message (a multiple of 8), the second `hold` bursts later: meanwhile the first
+    /// waits in the peer's reassembly queue, its bytes in the receive buffer the switch wrote.
+    pub split: Option<usize>,
+    pub hold: u32,
 }
 
 /// What the stream has seen so far.
@@ -52,7 +66,7 @@ pub struct StreamConfig {
 pub struct Log {
     /// When the peer first answered our ARP request.
     pub peer_up: Option<Instant>,
-    /// When request `seq` went out, by `seq`.
+    /// When request `seq` went out (its last fragment), by `seq`.
     pub sent: Vec<Instant>,
     /// Replies in the order they arrived.
     pub replies: Vec<Reply>,
@@ -166,10 +180,14 @@ fn run(
     let mut next_seq = 0u64;
     let mut t0 = None;
     let mut stopped_at = None;
+    // Second fragments waiting for their burst: (burst, seq, frame).
+    let mut held: VecDeque<(u64, u64, Vec<u8>)> = VecDeque::new();
+    let burst = u64::from(cfg.burst.max(1));
     let period = Duration::from_secs_f64(f64::from(cfg.burst) / f64::from(cfg.rate.max(1)));
     loop {
         if stopped_at.is_none() && stop.load(Ordering::Relaxed) {
             stopped_at = Some(Instant::now());
+            release(&mut held, u64::MAX, &mut out, &mut lock(log).sent);
         }
         if stopped_at.is_some_and(|s| s.elapsed() > DRAIN) {
             return Ok(());
@@ -203,11 +221,15 @@ fn run(
             (Some(peer), None) => {
                 let start = *t0.get_or_insert(now);
                 // Requests of burst k are due at start + k * period.
-                let due = start + period.mul_f64((next_seq / u64::from(cfg.burst.max(1))) as f64);
-                if now >= due {
+                let k = next_seq / burst;
+                if now >= start + period.mul_f64(k as f64) {
                     let mut l = lock(log);
-                    for _ in 0..cfg.burst {
-                        out.push(echo_request(cfg, peer, next_seq));
+                    let upto = k.saturating_sub(u64::from(cfg.hold));
+                    release(&mut held, upto, &mut out, &mut l.sent);
+                    for _ in 0..burst {
+                        let mut frames = echo_request(cfg, peer, next_seq).into_iter();
+                        out.extend(frames.next());
+                        held.extend(frames.map(|f| (k, next_seq, f)));
                         l.sent.push(now);
                         next_seq += 1;
                     }
@@ -220,6 +242,26 @@ fn run(
             out.clear();
         } else if rx.is_empty() {
             std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+/// Moves the held second fragments of bursts up to `upto` to `out`; their requests count as
+/// sent now.
+fn release(
+    held: &mut VecDeque<(u64, u64, Vec<u8>)>,
+    upto: u64,
+    out: &mut Vec<Vec<u8>>,
+    sent: &mut [Instant],
+) {
+    let now = Instant::now();
+    while held.front().is_some_and(|h| h.0 <= upto) {
+        let Some((_, seq, f)) = held.pop_front() else {
+            break;
+        };
+        out.push(f);
+        if let Some(t) = usize::try_from(seq).ok().and_then(|s| sent.get_mut(s)) {
+            *t = now;
         }
     }
 }
@@ -247,20 +289,39 @@ fn send_all(g: &mut Guest, frames: &[Vec<u8>]) -> Result<(), String> {
     Ok(())
 }
 
-/// The payload of request `seq`: the sequence number, then bytes that depend on it throughout
-/// (a stale or shifted buffer gives other bytes).
+/// The payload of request `seq`: 16-bit words that are all 0x0000 or 0xffff (each adds
+/// nothing to a ones'-complement sum, so a datagram put together from parts of different
+/// requests still has a valid checksum: the peer answers it, and the reply shows the mix). The
+/// first 64 words are the sequence number's bits, the rest bits derived from it throughout.
 pub fn payload(seq: u64, len: usize) -> Vec<u8> {
-    let mut p = Vec::with_capacity(len + 8);
-    p.extend_from_slice(&seq.to_le_bytes());
+    let mut p = Vec::with_capacity(len + 16);
+    let word =
+        |p: &mut Vec<u8>, bit: u64| p.extend_from_slice(&[if bit & 1 == 1 { 0xff } else { 0 }; 2]);
+    for k in 0..64 {
+        word(&mut p, seq >> k);
+    }
     let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     while p.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        p.extend_from_slice(&x.to_le_bytes());
+        for k in 0..64 {
+            word(&mut p, x >> k);
+        }
     }
     p.truncate(len);
     p
+}
+
+/// The sequence number a payload carries, `None` when its first words are not all 0x0000 or
+/// 0xffff.
+pub fn payload_seq(data: &[u8]) -> Option<u64> {
+    let words = data.get(..SEQ_BYTES)?.chunks(2);
+    words.enumerate().try_fold(0u64, |seq, (k, w)| match w {
+        [0, 0] => Some(seq),
+        [0xff, 0xff] => Some(seq | 1 << k),
+        _ => None,
+    })
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
@@ -281,12 +342,26 @@ fn seq16(seq: u64) -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
-fn ipv4_header(src: [u8; 4], dst: [u8; 4], payload_len: usize) -> [u8; 20] {
+/// An IPv4 header for `payload_len` bytes of ICMP; `frag`: (identification, offset in bytes,
+/// more fragments), or `None` for a whole datagram (don't fragment).
+fn ipv4_header(
+    src: [u8; 4],
+    dst: [u8; 4],
+    payload_len: usize,
+    frag: Option<(u16, usize, bool)>,
+) -> [u8; 20] {
     let total = u16::try_from(20 + payload_len).unwrap_or(u16::MAX);
     let mut h = [0u8; 20];
     h[0] = 0x45;
     h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[6] = 0x40; // don't fragment
+    let field = match frag {
+        None => 0x4000, // don't fragment
+        Some((id, offset, more)) => {
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            u16::try_from(offset / 8).unwrap_or(0x1fff) | if more { 0x2000 } else { 0 }
+        }
+    };
+    h[6..8].copy_from_slice(&field.to_be_bytes());
     h[8] = 64;
     h[9] = 1; // ICMP
     h[12..16].copy_from_slice(&src);
@@ -296,8 +371,9 @@ fn ipv4_header(src: [u8; 4], dst: [u8; 4], payload_len: usize) -> [u8; 20] {
     h
 }
 
-/// Echo request `seq` from us to the peer.
-pub fn echo_request(cfg: &StreamConfig, peer_mac: [u8; 6], seq: u64) -> Vec<u8> {
+/// Echo request `seq` from us to the peer: one frame, or two fragments with
+/// [`StreamConfig::split`].
+pub fn echo_request(cfg: &StreamConfig, peer_mac: [u8; 6], seq: u64) -> Vec<Vec<u8>> {
     let data = payload(seq, cfg.payload_len.max(SEQ_BYTES));
     let mut icmp = vec![ICMP_ECHO_REQUEST, 0, 0, 0];
     icmp.extend_from_slice(&ICMP_ID.to_be_bytes());
@@ -305,13 +381,25 @@ pub fn echo_request(cfg: &StreamConfig, peer_mac: [u8; 6], seq: u64) -> Vec<u8> 
     icmp.extend_from_slice(&data);
     let c = checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::with_capacity(HEADERS + data.len());
-    f.extend_from_slice(&peer_mac);
-    f.extend_from_slice(&cfg.mac);
-    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    f.extend_from_slice(&ipv4_header(cfg.ip, cfg.peer_ip, icmp.len()));
-    f.extend_from_slice(&icmp);
-    f
+    let frame = |part: &[u8], frag| {
+        let mut f = Vec::with_capacity(HEADERS + data.len());
+        f.extend_from_slice(&peer_mac);
+        f.extend_from_slice(&cfg.mac);
+        f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f.extend_from_slice(&ipv4_header(cfg.ip, cfg.peer_ip, part.len(), frag));
+        f.extend_from_slice(part);
+        f
+    };
+    match cfg.split.filter(|&n| n < icmp.len()) {
+        None => vec![frame(&icmp, None)],
+        Some(n) => {
+            let id = seq16(seq);
+            vec![
+                frame(&icmp[..n], Some((id, 0, true))),
+                frame(&icmp[n..], Some((id, n, false))),
+            ]
+        }
+    }
 }
 
 /// Checks `f` as a reply to one of our requests: `None` when it is not an echo reply to us at
@@ -336,11 +424,16 @@ pub fn check_reply(f: &[u8], cfg: &StreamConfig, at: Instant) -> Option<Reply> {
     let icmp_seq = u16::from_be_bytes([f[icmp_at + 6], f[icmp_at + 7]]);
     let data = &f[HEADERS..];
     let ip_len = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let seq = data
-        .get(..SEQ_BYTES)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(u64::from(icmp_seq));
+    let Some(seq) = payload_seq(data) else {
+        return Some(Reply {
+            seq: u64::from(icmp_seq),
+            at,
+            fault: Some(format!(
+                "no sequence number in the payload's first {SEQ_BYTES} bytes: {:02x?}",
+                &data[..data.len().min(SEQ_BYTES)]
+            )),
+        });
+    };
     let want = payload(seq, cfg.payload_len.max(SEQ_BYTES));
     let fault = if checksum(&f[14..34]) != 0 {
         Some("bad IPv4 header checksum".to_string())
@@ -524,7 +617,9 @@ mod tests {
             peer_ip: [10, 0, 0, 2],
             rate: 100,
             burst: 1,
-            payload_len: 100,
+            payload_len: 400,
+            split: None,
+            hold: 0,
         }
     }
 
@@ -547,12 +642,18 @@ mod tests {
         f
     }
 
+    fn one(frames: Vec<Vec<u8>>) -> Vec<u8> {
+        assert_eq!(frames.len(), 1);
+        frames.into_iter().next().unwrap()
+    }
+
     #[test]
     fn a_faithful_echo_passes() {
         let c = cfg();
-        let req = echo_request(&c, PEER, 70_000);
+        let req = one(echo_request(&c, PEER, 70_000));
         assert_eq!(checksum(&req[14..34]), 0);
         assert_eq!(checksum(&req[34..]), 0);
+        assert_eq!(payload_seq(&req[HEADERS..]), Some(70_000));
         let r = check_reply(&echo(&req), &c, Instant::now()).expect("a reply");
         assert_eq!((r.seq, r.fault), (70_000, None));
         // Our own request is not a reply.
@@ -560,26 +661,56 @@ mod tests {
     }
 
     #[test]
+    fn fragments_carry_the_whole_request() {
+        let whole = one(echo_request(&cfg(), PEER, 9));
+        let c = StreamConfig {
+            split: Some(304),
+            ..cfg()
+        };
+        let f = echo_request(&c, PEER, 9);
+        assert_eq!(f.len(), 2);
+        // Offset 0 with more fragments, then offset 304 / 8 = 38 without.
+        assert_eq!(&f[0][20..22], &0x2000u16.to_be_bytes());
+        assert_eq!(&f[1][20..22], &38u16.to_be_bytes());
+        assert_eq!(&f[0][18..20], &f[1][18..20], "one identification");
+        assert!(f.iter().all(|f| checksum(&f[14..34]) == 0));
+        assert_eq!([&f[0][34..], &f[1][34..]].concat(), &whole[34..]);
+    }
+
+    #[test]
     fn test_echo_with_a_stale_payload_is_a_fault() {
         let c = cfg();
-        // Request 5's bytes, recomputed checksums, but the headers of request 6: a buffer
-        // that kept an older frame's payload.
-        let mut f = echo(&echo_request(&c, PEER, 6));
-        f[HEADERS..].copy_from_slice(&payload(5, 100));
-        f[36..38].fill(0);
-        let cs = checksum(&f[34..]);
-        f[36..38].copy_from_slice(&cs.to_be_bytes());
+        // Request 6, whose bytes from 200 on are those of request 5 at the same place: a
+        // buffer that kept part of an older frame. The payload's words add nothing to the
+        // checksum, so the mix is a valid datagram, which a peer answers.
+        let mut f = echo(&one(echo_request(&c, PEER, 6)));
+        let old = payload(5, 400);
+        f[HEADERS + 200..].copy_from_slice(&old[200..]);
+        assert_eq!(checksum(&f[34..]), 0);
+        let r = check_reply(&f, &c, Instant::now()).unwrap();
+        assert!(
+            r.fault.as_deref().unwrap().contains("from byte 2"),
+            "{:?}",
+            r.fault
+        );
+        // The sequence words of request 5 under request 6's header.
+        let mut f = echo(&one(echo_request(&c, PEER, 6)));
+        f[HEADERS..].copy_from_slice(&old);
         let r = check_reply(&f, &c, Instant::now()).unwrap();
         assert!(r.fault.unwrap().contains("ICMP header 6"));
         // One byte flipped deep in the payload.
-        let mut f = echo(&echo_request(&c, PEER, 6));
-        f[HEADERS + 90] ^= 1;
+        let mut f = echo(&one(echo_request(&c, PEER, 6)));
+        f[HEADERS + 390] ^= 1;
         let r = check_reply(&f, &c, Instant::now()).unwrap();
         assert!(r.fault.unwrap().contains("bad ICMP checksum"));
-        let mut f = echo(&echo_request(&c, PEER, 6));
-        f.truncate(HEADERS + 50);
+        let mut f = echo(&one(echo_request(&c, PEER, 6)));
+        f.truncate(HEADERS + 200);
         let r = check_reply(&f, &c, Instant::now()).unwrap();
         assert!(r.fault.unwrap().contains("IPv4 length"));
+        let mut f = echo(&one(echo_request(&c, PEER, 6)));
+        f[HEADERS + 3] = 0x12;
+        let r = check_reply(&f, &c, Instant::now()).unwrap();
+        assert!(r.fault.unwrap().contains("no sequence number"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! A's QEMU is told `migrate tcp:127.0.0.1:PORT`. The switch logs its writes into A's memory
 //! while the migration runs (the source QEMU sends SET_LOG_BASE, LOG_ALL and VRING_F_LOG), the
 //! destination QEMU's announcement arrives as SEND_RARP (`guest_announce=off`, so QEMU, not
-//! the guest, announces), the FDB moves A's MAC to `vma-dst`, and B's pings resume.
+//! the guest, announces), the FDB moves A's MAC to `vma-dst`, and B's pings resume. A second
+//! test migrates A while a source on port `src` streams checked echo requests to it
+//! ([`nfv_tests::echo_stream`]).
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -24,11 +26,18 @@ const MAC_B: &str = "52:54:00:00:00:01";
 const STEADY_REPLIES: usize = 3;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The echo stream of the second test: rate (requests per second), sent in bursts, and payload
-/// bytes, each frame spanning a page boundary in a good part of the guest's buffers.
+/// The echo stream of the second test: rate (requests per second), sent in bursts, payload
+/// bytes, and its fragments: the first carries all but the last 8 bytes of the ICMP message,
+/// the second follows `STREAM_HOLD` bursts (40 ms) later. The first fragment's frame (1434
+/// bytes) leaves too little room in the guest's 1536-byte buffer for Linux to build the skb
+/// around it, so the guest reads it from the buffer without ever writing that page: only the
+/// switch's dirty log can say the page changed. About 20 requests wait half-assembled in A at
+/// any moment, the moment the source stops included.
 const STREAM_RATE: u32 = 500;
 const STREAM_BURST: u32 = 10;
 const STREAM_PAYLOAD: usize = 1400;
+const STREAM_SPLIT: usize = 1400;
+const STREAM_HOLD: u32 = 2;
 /// `migrate_set_parameter max-bandwidth`: the migration lasts seconds, under traffic.
 const MIGRATION_BANDWIDTH: &str = "32M";
 /// Requests sent between `migrate` and its completion that must come back answered.
@@ -250,18 +259,19 @@ struct Migration {
     logging_seen: bool,
 }
 
+/// A number field of `info migrate`, such as `dirty sync count: 3` or `downtime: 40 ms`.
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    let l = info.lines().find_map(|l| l.trim().strip_prefix(name))?;
+    l.trim_start_matches(':')
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 impl Migration {
-    /// A number field of `info migrate`, such as `dirty sync count: 3` or `downtime: 40 ms`.
     fn field(&self, name: &str) -> Option<u64> {
-        let l = self
-            .info
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))?;
-        l.trim_start_matches(':')
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        info_field(&self.info, name)
     }
 }
 
@@ -501,10 +511,23 @@ fn wait_stream(
 }
 
 /// A is migrated while a source outside any VM streams echo requests to it, each with a
-/// sequence number and a payload derived from it, and checks every reply. A's kernel copies
-/// each request's payload into its reply, so a receive buffer whose page the switch wrote but
-/// did not mark dirty (or a used entry it did not log) reaches the destination stale and comes
-/// back as a corrupted, repeated or missing reply.
+/// sequence number and a payload derived from it, and checks every reply: no reply corrupted,
+/// repeated or out of order, loss only at the switchover, hundreds answered of the requests
+/// sent while the migration ran, QEMU's dirty log synced more than once (the migration runs
+/// about 3 s, its bandwidth limited to `MIGRATION_BANDWIDTH`). A's
+/// kernel copies each request's payload into its reply, and about 20 requests wait in A half
+/// reassembled at any moment, so frames the switch wrote just before the switchover are read
+/// on the destination.
+///
+/// Limit, measured: with the switch's marking of receive buffers (and of used entries) turned
+/// off, this test still passed on QEMU 7.2 under TCG: the destination held the switch's last
+/// writes all the same (the last 40 buffers written before the source stopped read the same
+/// through both QEMUs' monitors), so here QEMU does not depend on our log for those pages, and
+/// the unit and switch tests of the log (`dirty_log.rs`, `vswitch/tests/migration.rs`) are what
+/// catch a missing mark. Forcing more passes (`downtime-limit 1` until the fourth sync) did not
+/// change that, and made the destination guest crash now and then (a NULL dereference in
+/// `schedule_idle`, `id 1 is not a head!` on its transmit queue: guest memory QEMU did not
+/// carry over), so the migration runs with QEMU's default downtime limit.
 #[test]
 fn migrate_guest_while_a_checked_echo_stream_runs() {
     let _heavy = serial::heavy();
@@ -523,6 +546,8 @@ fn migrate_guest_while_a_checked_echo_stream_runs() {
             rate: STREAM_RATE,
             burst: STREAM_BURST,
             payload_len: STREAM_PAYLOAD,
+            split: Some(STREAM_SPLIT),
+            hold: STREAM_HOLD,
         },
     );
     wait_stream(&mut stream, started, 100, Duration::from_secs(180), vma)
