@@ -521,8 +521,9 @@ fn wait_stream(
 ///
 /// Limit, measured: with the switch's marking of receive buffers (and of used entries) turned
 /// off, this test still passed on QEMU 7.2 under TCG: the destination held the switch's last
-/// writes all the same (the last 40 buffers written before the source stopped read the same
-/// through both QEMUs' monitors), so here QEMU does not depend on our log for those pages, and
+/// writes all the same (with the destination kept paused after loading, `-S`, the last 60
+/// buffers written before the source stopped read the same through both QEMUs' monitors, 37 of
+/// them with stream bytes), so here QEMU does not depend on our log for those pages, and
 /// the unit and switch tests of the log (`dirty_log.rs`, `vswitch/tests/migration.rs`) are what
 /// catch a missing mark. Forcing more passes (`downtime-limit 1` until the fourth sync) did not
 /// change that, and made the destination guest crash now and then (a NULL dereference in
