@@ -6,6 +6,7 @@
 //! other.
 #![forbid(unsafe_code)]
 
+pub mod echo_stream;
 pub mod guest_image;
 pub mod hugepages;
 pub mod peers;
