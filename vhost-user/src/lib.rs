@@ -42,6 +42,8 @@ pub mod mmap;
 pub mod net;
 pub mod packed;
 pub mod packed_ring;
+#[cfg(test)]
+pub(crate) mod packed_test_driver;
 pub mod records;
 pub mod ring;
 pub mod shared;

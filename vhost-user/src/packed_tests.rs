@@ -9,10 +9,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::dirty_log::{DirtyLog, QueueLog};
 use crate::driver::DriverMemory;
 use crate::packed_ring::{
-    avail_flags, is_used, PackedDesc, RawPackedRing, RING_EVENT_FLAGS_DESC,
-    RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VRING_PACKED_DESC_F_AVAIL,
-    VRING_PACKED_DESC_F_USED,
+    avail_flags, is_used, PackedDesc, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
+    RING_EVENT_FLAGS_ENABLE, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
 };
+use crate::packed_test_driver::{Driver, FRESH};
 use crate::ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use crate::virtq::{
     ChainError, DeviceQueue, PackedLayout, QueueCounters, QueueFeatures, RingLayout, RingPos,
@@ -31,79 +31,6 @@ fn features(indirect: bool, mrg: bool, event_idx: bool) -> QueueFeatures {
     }
 }
 
-/// A packed driver for tests: posts chains, reaps used descriptors.
-struct Driver {
-    ring: RawPackedRing,
-    size: u16,
-    next: RingPos,
-    used: RingPos,
-    /// Descriptors each id's chain took.
-    ndesc: Vec<u32>,
-    buf_gpa: u64,
-}
-
-impl Driver {
-    /// Buffer `id`'s guest-physical address (one `BUF`-byte buffer per id).
-    fn buf(&self, id: u16) -> u64 {
-        self.buf_gpa + u64::from(id) * u64::from(BUF)
-    }
-
-    /// Posts a chain of `(addr, len, flags)` under `id`, the head's flags written last.
-    fn post(&mut self, id: u16, descs: &[(u64, u32, u16)]) {
-        let start = self.next;
-        let mut p = start;
-        let mut head = PackedDesc::default();
-        for (k, &(addr, len, flags)) in descs.iter().enumerate() {
-            let more = if k + 1 < descs.len() {
-                VRING_DESC_F_NEXT
-            } else {
-                0
-            };
-            let d = PackedDesc {
-                addr,
-                len,
-                id,
-                flags: flags | more | avail_flags(p.wrap),
-            };
-            if k == 0 {
-                head = d;
-            } else {
-                self.ring.write_desc(p.pos, d);
-            }
-            p = adv(p, 1, self.size);
-        }
-        self.ring.write_desc(start.pos, head);
-        self.ndesc[usize::from(id)] = descs.len() as u32;
-        self.next = p;
-    }
-
-    /// Posts descriptor words exactly as given at the next position (hostile input).
-    fn post_raw(&mut self, d: PackedDesc) {
-        self.ring.write_desc(self.next.pos, d);
-        self.next = adv(self.next, 1, self.size);
-    }
-
-    /// The next used descriptor, if the device wrote one: (id, len).
-    fn reap(&mut self) -> Option<(u16, u32)> {
-        let d = self.ring.read_desc(self.used.pos);
-        if !is_used(d.flags, self.used.wrap) {
-            return None;
-        }
-        let n = self.ndesc.get(usize::from(d.id)).copied().unwrap_or(1);
-        self.used = adv(self.used, n, self.size);
-        Some((d.id, d.len))
-    }
-
-    fn reap_all(&mut self) -> Vec<(u16, u32)> {
-        std::iter::from_fn(|| self.reap()).collect()
-    }
-}
-
-fn adv(p: RingPos, n: u32, size: u16) -> RingPos {
-    let (pos, wrap) = crate::packed_ring::advance(p.pos, p.wrap, n, size);
-    RingPos { pos, wrap }
-}
-
 struct Rig {
     mem: DriverMemory,
     drv: Driver,
@@ -112,34 +39,13 @@ struct Rig {
     layout: PackedLayout,
 }
 
-const FRESH: RingPos = RingPos { pos: 0, wrap: true };
-
 fn rig_with(size: u16, f: QueueFeatures, in_order: bool) -> Rig {
     let mut mem = DriverMemory::new("packed-test", 4 << 20, false).unwrap();
-    let (desc, _) = mem.alloc(16 * usize::from(size), 4096).unwrap();
-    let (driver, _) = mem.alloc(4, 64).unwrap();
-    let (device, _) = mem.alloc(4, 64).unwrap();
-    let (_, buf_gpa) = mem.alloc(usize::from(size) * BUF as usize, 4096).unwrap();
-    // SAFETY: the areas were just allocated in the live mapping with the sizes and alignment
-    // the ring needs; `mem` outlives the ring (both in the rig).
-    let ring = unsafe { RawPackedRing::new(desc, driver, device, size) };
-    let layout = PackedLayout {
-        size,
-        desc_uva: desc as u64,
-        driver_uva: driver as u64,
-        device_uva: device as u64,
-    };
+    let (drv, layout) = Driver::new(&mut mem, size, BUF);
     let call = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap();
     let dev = new_dev(&mem, layout, f, in_order, FRESH, &call);
     Rig {
-        drv: Driver {
-            ring,
-            size,
-            next: FRESH,
-            used: FRESH,
-            ndesc: vec![1; usize::from(size)],
-            buf_gpa,
-        },
+        drv,
         mem,
         dev,
         call,
