@@ -566,6 +566,34 @@ fn test_packed_nested_indirect() {
 }
 
 #[test]
+fn packed_tx_indirect_entry_marked_writable_is_read() {
+    // DPDK's virtio PMD marks the header entry of its transmit indirect tables WRITE.
+    let mut r = rig(16);
+    let (a, l, _) = good(&r, 0);
+    post_indirect(
+        &mut r,
+        0,
+        &[
+            (a, HDR as u32, VRING_DESC_F_WRITE),
+            (a + HDR as u64, l - HDR as u32, 0),
+        ],
+        0,
+    );
+    assert_eq!(r.dev.pop_tx_burst(), 1);
+    assert_eq!(chain_bytes(&r.dev.burst()[0], HDR), frame(64, 0));
+    r.dev.complete_burst();
+    // Receive tables stay strict: a device-readable entry is refused.
+    let b1 = r.drv.buf(1);
+    post_indirect(&mut r, 1, &[(b1, 1024, 0)], 0);
+    let f = frame(64, 0);
+    let mut t = RxTally::default();
+    r.dev
+        .enqueue_sources([Source::Bytes(&f)].into_iter(), &mut t);
+    r.dev.flush();
+    assert_eq!(r.dev.counters().get(ChainError::WrongDirection), 1);
+}
+
+#[test]
 fn test_packed_indirect_descriptor_inside_a_chain() {
     let mut r = rig(16);
     let d = good(&r, 0);

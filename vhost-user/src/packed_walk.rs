@@ -151,7 +151,12 @@ impl PackedWalker {
             if e.flags & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainError::NestedIndirect);
             }
-            if (e.flags & VRING_DESC_F_WRITE != 0) != writable {
+            // A receive buffer must be device-writable throughout. A transmit one may not be
+            // quite: DPDK's virtio PMD (as packaged here) leaves the header entry of its packed
+            // transmit indirect tables marked device-writable. Reading a device-writable buffer
+            // is only a SHOULD NOT in the spec and harmless to us, so a transmit table reads
+            // it; writing a device-readable one stays refused.
+            if writable && e.flags & VRING_DESC_F_WRITE == 0 {
                 return Err(ChainError::WrongDirection);
             }
             append_buffer(&self.mem, out, e.addr, e.len)?;
