@@ -22,6 +22,8 @@
 #   -b N      bursts injected per port by tx_first (default 64)
 #   -w DIR    work dir for sockets, logs and results (default /tmp/nfv-loopbench)
 #   -j FILE   JSON results file (default DIR/results.json)
+#   -P        packed virtqueues: the generator's virtio-user ports ask for VIRTIO_F_RING_PACKED
+#             (packed_vq=1), so every backend serves packed rings; the vswitch's are checked
 #   -N        do not raise the priority of the busy pollers. By default the generator and the
 #             backend run at nice -20: on a shared two-core machine any other runnable task
 #             (a build, a test) preempts a poller and the loop rate collapses (seen: 2-18 Mpps
@@ -40,6 +42,8 @@ BURSTS=64
 W=/tmp/nfv-loopbench
 JSON=""
 PRIO=(nice -n -20)
+VQ_OPTS=""      # extra net_virtio_user options of the generator (-P: packed_vq=1)
+RING=split
 VSWITCH=${VSWITCH:-$ROOT/target/release/vswitch}
 VSWITCHCTL=${VSWITCHCTL:-$ROOT/target/release/vswitchctl}
 HUGE_PAGES=${HUGE_PAGES:-512}
@@ -63,7 +67,7 @@ NAP_PID=""
 nap() { sleep "$1" & NAP_PID=$!; wait "$NAP_PID" 2>/dev/null; NAP_PID=""; }
 now() { date +%s.%N; }
 
-while getopts "d:u:r:b:w:j:Nh" opt; do
+while getopts "d:u:r:b:w:j:NPh" opt; do
   case $opt in
     d) DUR=$OPTARG ;;
     u) WARM=$OPTARG ;;
@@ -72,6 +76,7 @@ while getopts "d:u:r:b:w:j:Nh" opt; do
     w) W=$OPTARG ;;
     j) JSON=$OPTARG ;;
     N) PRIO=() ;;
+    P) VQ_OPTS=",packed_vq=1"; RING=packed ;;
     h) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -263,8 +268,8 @@ start_generator() {
   "${PRIO[@]}" timeout --signal=INT --kill-after=5 $(( WARM + 2 * DUR + 120 )) \
     stdbuf -oL -eL dpdk-testpmd -l $GEN_CORE,$BE_CORE --main-lcore $BE_CORE --no-pci \
       --file-prefix "$TAG-gen" --huge-dir "$HUGE_DIR" -m 256 --single-file-segments --in-memory \
-      --vdev "net_virtio_user0,path=$s0,queues=1,mac=$MAC0" \
-      --vdev "net_virtio_user1,path=$s1,queues=1,mac=$MAC1" -- \
+      --vdev "net_virtio_user0,path=$s0,queues=1,mac=$MAC0$VQ_OPTS" \
+      --vdev "net_virtio_user1,path=$s1,queues=1,mac=$MAC1$VQ_OPTS" -- \
       -i --nb-cores=1 --forward-mode=mac --eth-peer=0,$MAC1 --eth-peer=1,$MAC0 \
       --txpkts=64 --total-num-mbufs=32768 \
       < "$W/gen.in" > "$GEN_LOG" 2>&1 &
@@ -445,6 +450,13 @@ run_one() {
 
   start_generator "$S0" "$S1" "$W/$b-$r.generator.log" || return 1
   inject_until_flowing || return 1
+  if [ "$b" = vswitch ]; then
+    # The layout asked for is the one served: every queue of the switch says so.
+    local rings
+    rings=$(timeout 10 "$VSWITCHCTL" --ctl "$W/ctl" show 2>>"$BE_LOG" |
+      awk '$1 ~ /^[0-9]+$/ && NF >= 7 { print $6 }' | sort -u | tr '\n' ' ')
+    [ "$rings" = "$RING " ] || { log "vswitch queues run '$rings' rings, expected $RING"; return 1; }
+  fi
   nap "$WARM"
   alive "$BE_PID" || { log "$b died during warm-up:"; tail -20 "$BE_LOG" >&2; return 1; }
 
@@ -528,9 +540,9 @@ for r in $(seq "$RUNS"); do
   done
 done
 
-python3 - "$RESULTS" "$JSON" "$DUR" "$WARM" "$BURSTS" <<'PY'
+python3 - "$RESULTS" "$JSON" "$DUR" "$WARM" "$BURSTS" "$RING" <<'PY'
 import json, statistics, sys
-res, out, dur, warm, bursts = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+res, out, dur, warm, bursts, ring = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 runs = []
 for line in open(res):
     b, r, mpps, rx, secs, cpp, load, p50, pmin = line.split()
@@ -552,7 +564,7 @@ if "vswitch" in summary:
     for other in ("testpmd", "ovs"):
         if other in summary and summary[other]["mpps_median"] > 0:
             ratios[f"vswitch/{other}"] = round(summary["vswitch"]["mpps_median"] / summary[other]["mpps_median"], 3)
-doc = {"benchmark": "loop", "frame_bytes": 64, "duration_s": dur, "warmup_s": warm, "tx_first_bursts": bursts,
+doc = {"benchmark": "loop", "frame_bytes": 64, "ring": ring, "duration_s": dur, "warmup_s": warm, "tx_first_bursts": bursts,
        "runs": runs, "summary": summary, "ratios": ratios}
 print()
 if not runs:

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-all=(eth_parse message_parsers hooks_messages descriptor_chains driver_rx vhost_user_stream evpn_fdb)
+all=(eth_parse message_parsers hooks_messages descriptor_chains packed_chains driver_rx vhost_user_stream evpn_fdb)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 san=${FUZZ_SANITIZER:-address}
@@ -35,7 +35,7 @@ fi
 # Inputs the fuzzer generates above these lengths would only be slower, not more interesting.
 max_len() {
     case $1 in
-        vhost_user_stream | descriptor_chains) echo 8192 ;;
+        vhost_user_stream | descriptor_chains | packed_chains) echo 8192 ;;
         *) echo 4096 ;;
     esac
 }

@@ -300,6 +300,10 @@ pub struct CompareArgs {
     /// Do not raise the pollers' priority (the script runs them at nice -20 by default).
     #[arg(long)]
     pub no_nice: bool,
+    /// Packed virtqueues (VIRTIO_F_RING_PACKED) on the generator's ports: every backend then
+    /// serves packed rings.
+    #[arg(long)]
+    pub packed: bool,
 }
 
 fn default_script() -> PathBuf {
@@ -578,6 +582,7 @@ fn cmp(a: CompareArgs) -> Result<ExitCode> {
         json: a.json.clone(),
         script: a.script,
         nice: !a.no_nice,
+        packed: a.packed,
     })?;
     print!("{}", compare::table(&doc));
     if let Some(p) = &a.json {

@@ -43,6 +43,9 @@ pub struct Options {
     pub script: PathBuf,
     /// Run the pollers at nice -20 (the script's default).
     pub nice: bool,
+    /// Packed virtqueues on the generator's virtio-user ports (`packed_vq=1`), so every
+    /// backend serves packed rings (the script's `-P`).
+    pub packed: bool,
 }
 
 /// One measured run, as the script reports it.
@@ -80,12 +83,19 @@ pub struct LoopDoc {
     pub runs: Vec<LoopRun>,
     pub summary: BTreeMap<String, LoopSummary>,
     pub ratios: BTreeMap<String, f64>,
+    /// The ring layout of the generator's ports: "split" or "packed" (scripts before `-P` said
+    /// nothing: split).
+    #[serde(default)]
+    pub ring: Option<String>,
 }
 
 /// What `bench compare --json` writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareDoc {
     pub frame_size: u32,
+    /// The virtqueue layout every backend served: "split" or "packed".
+    #[serde(default)]
+    pub ring: String,
     /// Backend -> why it was not measured (not installed, not built).
     pub missing: BTreeMap<String, String>,
     /// Backends that were started but produced no measurement.
@@ -289,6 +299,10 @@ pub fn summarize(
         }
     }
     CompareDoc {
+        ring: doc
+            .as_ref()
+            .and_then(|d| d.ring.clone())
+            .unwrap_or_else(|| "split".to_owned()),
         frame_size: LOOP_FRAME_SIZE,
         missing,
         failed,
@@ -305,8 +319,8 @@ pub fn table(d: &CompareDoc) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "same-generator loop, {} B frames (aggregate through the backend)",
-        d.frame_size
+        "same-generator loop, {} B frames, {} rings (aggregate through the backend)",
+        d.frame_size, d.ring
     );
     let _ = writeln!(
         s,
@@ -416,6 +430,9 @@ pub fn run(o: &Options) -> Result<CompareDoc> {
     if !o.nice {
         cmd.arg("-N");
     }
+    if o.packed {
+        cmd.arg("-P");
+    }
     cmd.args(&ok);
     if let Some((sw, ctl)) = &bins {
         cmd.env("VSWITCH", sw).env("VSWITCHCTL", ctl);
@@ -424,12 +441,13 @@ pub fn run(o: &Options) -> Result<CompareDoc> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     eprintln!(
-        "[bench] compare: bash {} -d {} -u {} -r {} -w {} {}",
+        "[bench] compare: bash {} -d {} -u {} -r {} -w {}{} {}",
         o.script.display(),
         o.duration_s,
         o.warmup_s,
         o.runs,
         o.work_dir.display(),
+        if o.packed { " -P" } else { "" },
         ok.join(" ")
     );
     let mut child = cmd

@@ -14,6 +14,7 @@ use vhost_user::message::{
 use vhost_user::net;
 use vhost_user::ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vswitch_fuzz::chains::{self, Desc, QueueSpec};
+use vswitch_fuzz::packed_chains::{self as pk, PDesc};
 use vswitch_fuzz::stream;
 
 const UVA: u64 = 0x7f00_0000_0000;
@@ -592,6 +593,78 @@ fn hooks_seeds(dir: &Path) {
     );
 }
 
+/// Packed ring seeds: a lap-1 ring at offset 0, event areas at 0x1000 and 0x1010, buffers from
+/// 0x8000.
+fn packed_seeds(dir: &Path) {
+    const AVAIL1: u16 = 1 << 7; // available in lap 1
+    const AVAIL0: u16 = 1 << 15; // available in lap 0
+    let t = "packed_chains";
+    let all = pk::F_INDIRECT | pk::F_MRG | pk::F_EVENT_IDX | pk::F_CALL;
+    let at = |offset: u32, len: u32, id: u16, flags: u16| PDesc {
+        offset,
+        len,
+        id,
+        flags,
+    };
+    let ring = |f: u8, size: u16| pk::Builder::new(f, size, 0, 0x400, 0x404, 0x8000);
+
+    // Four one-descriptor frames, popped, then the base read.
+    let mut b = ring(all, 64);
+    b.op(pk::OP_WRITE, &[0x00, 0x80, 255]);
+    for i in 0..4u16 {
+        b.ring_desc(i, at(0x8000 + 0x100 * u32::from(i), 100, i, AVAIL1));
+    }
+    b.op(pk::OP_POP_TX, &[]).op(pk::OP_BASE, &[]);
+    write(dir, t, "tx_burst", &b.out);
+
+    // A two-descriptor chain and a two-entry indirect table.
+    let mut b = ring(all | pk::F_IN_ORDER, 64);
+    b.ring_desc(1, at(0x8100, 100, 0, AVAIL1))
+        .ring_desc(0, at(0x8000, 12, 0, AVAIL1 | VRING_DESC_F_NEXT))
+        .indirect(0x400, &[at(0x8000, 12, 0, 0), at(0x8100, 100, 0, 0)])
+        .ring_desc(2, at(0x4000, 32, 1, AVAIL1 | VRING_DESC_F_INDIRECT))
+        .op(pk::OP_POP_TX, &[])
+        .op(pk::OP_BASE, &[]);
+    write(dir, t, "chain_indirect", &b.out);
+
+    // A 9000-byte frame into twelve 1 KiB mergeable receive buffers, with notifications on.
+    let mut b = ring(all, 64);
+    b.op(pk::OP_EVENT, &[0, 0, 0, 0]);
+    for i in 0..12u16 {
+        b.ring_desc(
+            i,
+            at(
+                0x8000 + 0x400 * u32::from(i),
+                1024,
+                i,
+                AVAIL1 | VRING_DESC_F_WRITE,
+            ),
+        );
+    }
+    b.op(pk::OP_ENQUEUE, &[1, 0x28, 0x23]).op(pk::OP_BASE, &[]);
+    write(dir, t, "rx_jumbo_mergeable", &b.out);
+
+    // A chain whose second descriptor carries the other lap's bits: the queue breaks.
+    let mut b = ring(all, 16);
+    b.ring_desc(1, at(0x8100, 100, 0, AVAIL0))
+        .ring_desc(0, at(0x8000, 12, 0, AVAIL1 | VRING_DESC_F_NEXT))
+        .op(pk::OP_POP_TX, &[])
+        .op(pk::OP_AVAILABLE, &[8]);
+    write(dir, t, "hostile_wrap", &b.out);
+
+    // A ring of 8 used up once, then offered again in lap 0.
+    let mut b = ring(all, 8);
+    for i in 0..8u16 {
+        b.ring_desc(i, at(0x8000 + 0x100 * u32::from(i), 80, i, AVAIL1));
+    }
+    b.op(pk::OP_POP_TX, &[]);
+    for i in 0..8u16 {
+        b.ring_desc(i, at(0x8000 + 0x100 * u32::from(i), 80, i, AVAIL0));
+    }
+    b.op(pk::OP_POP_TX, &[]).op(pk::OP_BASE, &[]);
+    write(dir, t, "wrap_laps", &b.out);
+}
+
 fn main() {
     let dir = std::env::args()
         .nth(1)
@@ -599,6 +672,7 @@ fn main() {
     let dir = Path::new(&dir);
     stream_seeds(dir);
     chain_seeds(dir);
+    packed_seeds(dir);
     eth_seeds(dir);
     message_seeds(dir);
     hooks_seeds(dir);

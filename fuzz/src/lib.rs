@@ -5,6 +5,9 @@
 //! The targets are in `fuzz_targets/`; how to build and run them with a stable toolchain is in
 //! `README.md`.
 
+pub mod guarded;
+pub mod packed_chains;
+
 /// Reads little-endian integers and byte strings off the front of a fuzz input. Past the end it
 /// reads zeros (and [`Reader::is_empty`] says so), so a decoder never has to handle a short
 /// input specially.

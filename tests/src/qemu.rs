@@ -483,6 +483,8 @@ pub struct TwoVmPing {
     pub peer_delay: Duration,
     /// Limit for VM1 to boot, find its peer, ping and report.
     pub timeout: Duration,
+    /// Give VM1 and VM2 (in that order) packed virtqueues (`virtio-net-pci,packed=on`).
+    pub packed: [bool; 2],
 }
 
 impl Default for TwoVmPing {
@@ -493,6 +495,7 @@ impl Default for TwoVmPing {
             count: 5,
             peer_delay: Duration::ZERO,
             timeout: Duration::from_secs(100),
+            packed: [false, false],
         }
     }
 }
@@ -540,6 +543,13 @@ pub fn two_vm_ping(
     if let Some(cpu) = opts.cpu {
         cfg1 = cfg1.pin(cpu);
         cfg2 = cfg2.pin(cpu);
+    }
+    const PACKED: [&str; 2] = ["-global", "virtio-net-pci.packed=on"];
+    if opts.packed[0] {
+        cfg1 = cfg1.qemu_args(&PACKED);
+    }
+    if opts.packed[1] {
+        cfg2 = cfg2.qemu_args(&PACKED);
     }
     let started = Instant::now();
     let vm1 = Vm::spawn(image, dir, cfg1)?;

@@ -215,6 +215,8 @@ pub struct TestpmdBuilder {
     extra_app: Vec<String>,
     echo: bool,
     lifetime: Duration,
+    /// `packed_vq=1` on every `net_virtio_user` port: packed virtqueues (VIRTIO_F_RING_PACKED).
+    packed_vq: bool,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -250,7 +252,14 @@ impl TestpmdBuilder {
             extra_app: Vec::new(),
             echo: false,
             lifetime: Duration::from_secs(300),
+            packed_vq: false,
         }
+    }
+
+    /// Makes every `net_virtio_user` port ask for packed virtqueues (`packed_vq=1`).
+    pub fn packed_vq(mut self, on: bool) -> Self {
+        self.packed_vq = on;
+        self
     }
 
     /// The testpmd binary (default `dpdk-testpmd` on `PATH`).
@@ -503,6 +512,9 @@ impl TestpmdBuilder {
                     }
                     if *server {
                         s.push_str(",server=1");
+                    }
+                    if self.packed_vq {
+                        s.push_str(",packed_vq=1");
                     }
                     n_virtio += 1;
                     s

@@ -84,6 +84,12 @@ impl Vswitch {
 }
 
 fn two_vms_through_vswitch(test: &str, jumbo: bool) {
+    two_vms_through_vswitch_with(test, jumbo, [false, false]);
+}
+
+/// [`two_vms_through_vswitch`] with packed virtqueues for VM1 and/or VM2; the switch must report
+/// each port's ring layout as the guest negotiated it.
+fn two_vms_through_vswitch_with(test: &str, jumbo: bool, packed: [bool; 2]) {
     let _heavy = serial::heavy();
     let Some(image): Option<GuestImage> = qemu::require_qemu() else {
         return;
@@ -97,6 +103,7 @@ fn two_vms_through_vswitch(test: &str, jumbo: bool) {
 
     let opts = TwoVmPing {
         jumbo,
+        packed,
         ..TwoVmPing::default()
     };
     let outcome = match two_vm_ping(&image, dir.path(), &s1, &s2, &opts, Some(&switch.process)) {
@@ -104,6 +111,20 @@ fn two_vms_through_vswitch(test: &str, jumbo: bool) {
         Err(e) => panic!("{e}{}", switch.report()),
     };
     let stats = switch.stats();
+    // The VMs are gone by now (and `show` with them): the switch's log says which layout each
+    // queue ran with, two queues per VM.
+    let log = std::fs::read_to_string(switch.process.log_path()).unwrap_or_default();
+    for (want, n) in [
+        ("packed", packed.iter().filter(|p| **p).count()),
+        ("split", packed.iter().filter(|p| !**p).count()),
+    ] {
+        let ran = log.matches(&format!("running: {want} ring")).count();
+        assert!(
+            (n == 0) == (ran == 0) && ran >= 2 * n,
+            "{want} rings: {ran} queues started for {n} VMs\n{}",
+            switch.report()
+        );
+    }
     eprintln!(
         "{test}: {} {} | VM1 {} | VM2 {} | VM1 done after {:.1} s\n--- vswitchctl stats ---\n{stats}",
         outcome.ping,
@@ -138,4 +159,19 @@ fn two_vms_ping_through_vswitch() {
 #[test]
 fn two_vms_jumbo_ping_through_vswitch() {
     two_vms_through_vswitch("vswitch-jumbo", true);
+}
+
+#[test]
+fn two_packed_vms_ping_through_vswitch() {
+    two_vms_through_vswitch_with("vswitch-packed-ping", false, [true, true]);
+}
+
+#[test]
+fn two_packed_vms_jumbo_ping_through_vswitch() {
+    two_vms_through_vswitch_with("vswitch-packed-jumbo", true, [true, true]);
+}
+
+#[test]
+fn split_vm_and_packed_vm_ping_through_vswitch() {
+    two_vms_through_vswitch_with("vswitch-split-packed", false, [false, true]);
 }

@@ -359,6 +359,22 @@ impl Vswitch {
         }
     }
 
+    /// The ring layout (`split`/`packed`) `show` reports for each queue of each port.
+    fn ring_layouts(&self) -> Vec<(String, u64, String)> {
+        let v = self.ctl_json("show");
+        let mut out = Vec::new();
+        for p in v.get("ports").arr() {
+            for q in p.get("queues").arr() {
+                out.push((
+                    p.get("name").str().to_owned(),
+                    q.get("index").u64(),
+                    q.get("ring").str().to_owned(),
+                ));
+            }
+        }
+        out
+    }
+
     /// Ring size of the receive queue (virtqueue 0) of each port, as the frontend set it.
     fn rx_ring_sizes(&self) -> [u64; 2] {
         let v = self.ctl_json("show");
@@ -405,6 +421,7 @@ fn start_testpmd(
     memory: Memory,
     frame_len: u32,
     label: &str,
+    packed: bool,
 ) -> Testpmd {
     const SEG: u32 = 2048;
     let mut b = TestpmdBuilder::new(label)
@@ -413,6 +430,7 @@ fn start_testpmd(
         .memory(memory)
         .virtio_user(&sw.sockets[0], 1, Some(MAC0))
         .virtio_user(&sw.sockets[1], 1, Some(MAC1))
+        .packed_vq(packed)
         .forward_mode("mac")
         .eth_peer(0, MAC1)
         .eth_peer(1, MAC0)
@@ -521,7 +539,7 @@ fn testpmd_mac_forwarding_through_vswitch_both_directions() {
     let sw = Vswitch::spawn(&dir);
     let memory = memory_for(256);
     eprintln!("testpmd memory: {memory:?}");
-    let mut t = start_testpmd(&testpmd, &sw, memory, 64, "fe");
+    let mut t = start_testpmd(&testpmd, &sw, memory, 64, "fe", false);
 
     let run = run_traffic(&mut t, &sw, 3);
     check_agreement(&run, 64, &sw);
@@ -543,10 +561,51 @@ fn testpmd_frame_size_sweep_through_vswitch() {
     // One testpmd per size, one after the other on the same switch: each one's `--txpkts`
     // sizes the frames that circulate, and frames of the previous size never mix in.
     for len in [64u32, 1518, 9000] {
-        let mut t = start_testpmd(&testpmd, &sw, memory_for(256), len, &format!("fe{len}"));
+        let mut t = start_testpmd(
+            &testpmd,
+            &sw,
+            memory_for(256),
+            len,
+            &format!("fe{len}"),
+            false,
+        );
         let run = run_traffic(&mut t, &sw, 1);
         check_agreement(&run, u64::from(len), &sw);
         t.quit().unwrap_or_else(|e| panic!("quit: {e}"));
         eprintln!("{len} bytes: ok after {:?}", started.elapsed());
     }
+}
+
+#[test]
+fn testpmd_packed_rings_through_vswitch_both_directions() {
+    let Some(testpmd) = require("dpdk-testpmd", "DPDK testpmd, apt-get install dpdk") else {
+        return;
+    };
+    let _heavy = heavy();
+    let started = Instant::now();
+    let dir = TestDir::new("testpmd-vswitch-packed").unwrap_or_else(|e| panic!("{e}"));
+    let sw = Vswitch::spawn(&dir);
+    // 64-byte frames, then 9000-byte ones: chains on the switch's receive side, mergeable
+    // buffers on its transmit side, on packed rings.
+    for len in [64u32, 9000] {
+        let mut t = start_testpmd(
+            &testpmd,
+            &sw,
+            memory_for(256),
+            len,
+            &format!("pk{len}"),
+            true,
+        );
+        let layouts = sw.ring_layouts();
+        assert!(
+            layouts.len() >= 4 && layouts.iter().all(|(_, _, r)| r == "packed"),
+            "show: {layouts:?}\n{}",
+            sw.report()
+        );
+        let run = run_traffic(&mut t, &sw, 2);
+        check_agreement(&run, u64::from(len), &sw);
+        t.quit().unwrap_or_else(|e| panic!("quit: {e}"));
+        eprintln!("packed, {len} bytes: ok after {:?}", started.elapsed());
+    }
+    assert!(sw.process.is_running(), "{}", sw.report());
 }

@@ -30,7 +30,8 @@ pub enum ChainError {
     HeadOutOfRange,
     /// A `next` index is not below the queue (or indirect table) size.
     NextOutOfRange,
-    /// More descriptors than the queue (or table) holds: a loop.
+    /// More descriptors than the queue (or table) holds: a loop (split), or a chain running
+    /// past the end of the queue (packed: the ring is broken).
     ChainLoop,
     /// An indirect descriptor inside an indirect table.
     NestedIndirect,
@@ -50,10 +51,15 @@ pub enum ChainError {
     AvailOverrun,
     /// The guest shrank its memory file under the queue: the ring is broken.
     MemoryTruncated,
+    /// Packed ring: a buffer id not below the queue size (the driver cannot get it back).
+    IdOutOfRange,
+    /// Packed ring: a descriptor inside a chain whose avail/used flags do not say "available"
+    /// for its lap (a lying wrap counter): the chain's extent is unknown, the ring is broken.
+    WrapMismatch,
 }
 
 impl ChainError {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
     pub const ALL: [ChainError; Self::COUNT] = [
         ChainError::HeadOutOfRange,
         ChainError::NextOutOfRange,
@@ -67,6 +73,8 @@ impl ChainError {
         ChainError::TooShort,
         ChainError::AvailOverrun,
         ChainError::MemoryTruncated,
+        ChainError::IdOutOfRange,
+        ChainError::WrapMismatch,
     ];
 
     /// Counter name, as `vswitchctl stats` shows it.
@@ -84,6 +92,8 @@ impl ChainError {
             ChainError::TooShort => "too_short",
             ChainError::AvailOverrun => "avail_overrun",
             ChainError::MemoryTruncated => "memory_truncated",
+            ChainError::IdOutOfRange => "id_out_of_range",
+            ChainError::WrapMismatch => "wrap_mismatch",
         }
     }
 }
@@ -363,32 +373,7 @@ impl Walker {
             if (d.flags & VRING_DESC_F_WRITE != 0) != writable {
                 return Err(ChainError::WrongDirection);
             }
-            let total = out.len.checked_add(d.len).ok_or(ChainError::ChainTooLong)?;
-            if total > MAX_CHAIN_BYTES {
-                return Err(ChainError::ChainTooLong);
-            }
-            let mut addr = d.addr;
-            let mut left = u64::from(d.len);
-            while left > 0 {
-                let (p, n) = self
-                    .mem
-                    .gpa_to_host_partial(addr, left)
-                    .ok_or(ChainError::AddressUnmapped)?;
-                let k = usize::from(out.nsegs);
-                if k == MAX_SEGS {
-                    return Err(ChainError::ChainTooLong);
-                }
-                out.segs[k] = Seg {
-                    ptr: p,
-                    // n <= left <= d.len, a u32.
-                    len: u32::try_from(n).map_err(|_| ChainError::ChainTooLong)?,
-                    gpa: addr,
-                };
-                out.nsegs += 1;
-                left -= n;
-                addr = addr.wrapping_add(n);
-            }
-            out.len = total;
+            append_buffer(&self.mem, out, d.addr, d.len)?;
             if d.flags & VRING_DESC_F_NEXT == 0 {
                 return Ok(());
             }
@@ -398,6 +383,83 @@ impl Walker {
                 return Err(ChainError::NextOutOfRange);
             }
         }
+    }
+}
+
+/// Appends the guest buffer `[addr, addr + len)` to `out` as one or more segments (one per
+/// memory region it crosses), with the checks every layout shares: inside guest memory, at most
+/// [`MAX_SEGS`] segments and [`MAX_CHAIN_BYTES`] bytes in all.
+pub(crate) fn append_buffer(
+    mem: &GuestMemory,
+    out: &mut Chain,
+    mut addr: u64,
+    len: u32,
+) -> Result<(), ChainError> {
+    let total = out.len.checked_add(len).ok_or(ChainError::ChainTooLong)?;
+    if total > MAX_CHAIN_BYTES {
+        return Err(ChainError::ChainTooLong);
+    }
+    let mut left = u64::from(len);
+    while left > 0 {
+        let (p, n) = mem
+            .gpa_to_host_partial(addr, left)
+            .ok_or(ChainError::AddressUnmapped)?;
+        let k = usize::from(out.nsegs);
+        if k == MAX_SEGS {
+            return Err(ChainError::ChainTooLong);
+        }
+        out.segs[k] = Seg {
+            ptr: p,
+            // n <= left <= len, a u32.
+            len: u32::try_from(n).map_err(|_| ChainError::ChainTooLong)?,
+            gpa: addr,
+        };
+        out.nsegs += 1;
+        left -= n;
+        addr = addr.wrapping_add(n);
+    }
+    out.len = total;
+    Ok(())
+}
+
+/// Writes a received packet into the receive chains `rx`, which hold at least
+/// `hdr.len() + src.len()` bytes: the virtio-net header `hdr`, then the packet. The usual case —
+/// the packet contiguous at its source, one destination buffer of one segment — is two copies
+/// and no bookkeeping; anything else goes through a [`Writer`].
+#[inline]
+pub(crate) fn write_packet(rx: &[Chain], hdr: &[u8], src: Source<'_>) {
+    match (src.contiguous(), rx) {
+        (Some(from), [c]) if c.nsegs == 1 && c.segs[0].len as usize >= hdr.len() + src.len() => {
+            let d = c.segs[0];
+            // SAFETY: `d` is a translated segment of mapped guest memory (kept mapped by the
+            // borrow of its queue) with room for header and packet, checked just above; `from`
+            // is readable for the source's length (our slice, or the tail of one segment of the
+            // source chain, kept mapped by its borrow).
+            unsafe {
+                copy_bytes(d.ptr, hdr.as_ptr(), hdr.len());
+                copy_bytes(d.ptr.add(hdr.len()), from, src.len());
+            }
+        }
+        _ => {
+            let mut w = Writer::new(rx);
+            w.write(hdr);
+            match src {
+                Source::Bytes(b) => w.write(b),
+                Source::Chain(c, skip) => w.copy_chain(c, skip),
+            }
+        }
+    }
+}
+
+/// Records in the dirty log the first `n` bytes written into chain `c` (the writer fills a
+/// chain's segments in order).
+#[inline]
+pub(crate) fn log_filled(log: &mut crate::dirty_log::QueueLog, c: &Chain, n: usize) {
+    let mut k = n;
+    for s in c.segs() {
+        let w = k.min(s.len as usize);
+        log.wrote(s.gpa, w as u64);
+        k -= w;
     }
 }
 

@@ -245,6 +245,12 @@ impl QueueLog {
         self.n = 0;
     }
 
+    /// Marks the writes recorded with [`QueueLog::wrote`] since the last commit (a packed ring
+    /// records its used descriptors there too).
+    pub fn commit_writes(&mut self) {
+        self.commit_buffers();
+    }
+
     /// Marks the buffer writes of the burst, and the used elements `from..to` (ring positions,
     /// wrapping at `size`) with the used index, which the caller has just published.
     pub fn commit(&mut self, size: u16, from: u16, to: u16) {

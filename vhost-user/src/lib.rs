@@ -3,8 +3,9 @@
 //! - [`message`] and [`connection`]: the wire format and its framing with passed descriptors.
 //! - [`memory`]: guest memory regions mapped from the frontend's descriptors, and address
 //!   translation with overflow-checked ranges.
-//! - [`virtq`]: the device side of a split virtqueue, burst-oriented; hostile-input rules live
-//!   there.
+//! - [`virtq`]: the device side of a virtqueue, burst-oriented; hostile-input rules live
+//!   there. Its two ring layouts: [`split`] (with [`ring`]) and [`packed`] (with
+//!   [`packed_ring`]).
 //! - [`net`]: the virtio-net header and feature set.
 //! - [`records`]: several frames in one receive buffer (copy-mode fast-path channels).
 //! - [`shared`]: bytes another party may still write, read by copy only.
@@ -39,8 +40,13 @@ pub mod guest;
 pub mod memory;
 pub mod mmap;
 pub mod net;
+pub mod packed;
+pub mod packed_ring;
+#[cfg(test)]
+pub(crate) mod packed_test_driver;
 pub mod records;
 pub mod ring;
 pub mod shared;
 pub mod sigbus;
+pub mod split;
 pub mod virtq;

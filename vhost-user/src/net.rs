@@ -1,7 +1,9 @@
 //! virtio-net: the device feature set this crate offers, the per-packet header, and the device
 //! configuration space (MAC, status, queue pairs, MTU).
 
-use virtio_bindings::virtio_config::{VIRTIO_F_ANY_LAYOUT, VIRTIO_F_IN_ORDER, VIRTIO_F_VERSION_1};
+use virtio_bindings::virtio_config::{
+    VIRTIO_F_ANY_LAYOUT, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
+};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
     VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
@@ -25,6 +27,8 @@ pub const F_INDIRECT_DESC: u64 = bit(VIRTIO_RING_F_INDIRECT_DESC);
 pub const F_EVENT_IDX: u64 = bit(VIRTIO_RING_F_EVENT_IDX);
 pub const F_VERSION_1: u64 = bit(VIRTIO_F_VERSION_1);
 pub const F_IN_ORDER: u64 = bit(VIRTIO_F_IN_ORDER);
+/// The packed ring layout ([`crate::packed`]).
+pub const F_RING_PACKED: u64 = bit(VIRTIO_F_RING_PACKED);
 pub const F_GUEST_ANNOUNCE: u64 = bit(VIRTIO_NET_F_GUEST_ANNOUNCE);
 /// `VHOST_F_LOG_ALL` (vhost, not virtio): the frontend wants every write into guest memory
 /// logged in the dirty log (live migration). Acked only while a migration runs.
@@ -37,8 +41,11 @@ pub const F_LOG_ALL: u64 = bit(26);
 /// every chain in the order it was made available, which lets drivers (DPDK's virtio PMD) use
 /// their in-order fast paths. LOG_ALL and GUEST_ANNOUNCE are for live migration: the first
 /// lets the frontend have our writes logged, the second lets a guest announce itself after a
-/// move (without it, the frontend asks us to with `SEND_RARP`).
+/// move (without it, the frontend asks us to with `SEND_RARP`). RING_PACKED: the engine serves
+/// packed rings as fully as split ones (chains, indirect, mergeable buffers, event suppression,
+/// IN_ORDER, dirty logging).
 pub const DEVICE_FEATURES: u64 = F_VERSION_1
+    | F_RING_PACKED
     | F_IN_ORDER
     | F_ANY_LAYOUT
     | F_MRG_RXBUF
@@ -68,6 +75,7 @@ pub fn feature_names(bits: u64) -> Vec<&'static str> {
         (VHOST_USER_F_PROTOCOL_FEATURES, "PROTOCOL_FEATURES"),
         (F_VERSION_1, "VERSION_1"),
         (F_IN_ORDER, "IN_ORDER"),
+        (F_RING_PACKED, "RING_PACKED"),
         (F_GUEST_ANNOUNCE, "GUEST_ANNOUNCE"),
         (F_LOG_ALL, "LOG_ALL"),
     ];

@@ -2,9 +2,11 @@
 //! ([`crate::records`]), many to a receive buffer.
 #![allow(unsafe_code)]
 
-use super::{DeviceQueue, RxError, RxTally, Source};
+use super::SplitQueue;
+use crate::chain::Source;
 use crate::records::{record_len, MAX_RECORD_FRAME, RECORD_HDR};
 use crate::ring::{copy_bytes, prefetch_write, VRING_DESC_F_WRITE};
+use crate::virtq::{RxError, RxTally};
 
 /// How far ahead of the record being written the destination is fetched for writing: lines the
 /// receiver read last lap sit in its core's cache, and each costs a cross-core transfer.
@@ -20,7 +22,7 @@ struct Slot {
     gpa: u64,
 }
 
-impl DeviceQueue {
+impl SplitQueue {
     /// Places `frames` into this queue's receive buffers as records, packed: a buffer of the
     /// usual kind (one device-writable descriptor) takes as many whole frames as fit after its
     /// virtio-net header. A frame that fits no such buffer (bigger than the next one, or the

@@ -6,6 +6,7 @@ use super::*;
 use crate::driver::{DriverMemory, DriverQueue};
 use crate::ring::{Descriptor, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::os::fd::AsFd;
 
 const HDR: usize = 12;
 

@@ -11,7 +11,7 @@ use crate::message::{
     parse_mem_table, parse_single_region, parse_u64, protocol_features as pf, ConfigMsg, Request,
     VringAddr, VringState, VHOST_USER_F_PROTOCOL_FEATURES, VRING_IDX_MASK, VRING_NOFD_MASK,
 };
-use crate::net::DEVICE_FEATURES;
+use crate::net::{self, DEVICE_FEATURES};
 use crate::ring::MAX_QUEUE_SIZE;
 
 use super::PROTOCOL_FEATURES;
@@ -131,10 +131,16 @@ impl Backend {
                 expect_fds(0)?;
                 let s = VringState::parse(req, body)?;
                 let i = self.vring_index(s.index)?;
-                if s.num == 0 || s.num > u32::from(MAX_QUEUE_SIZE) || !s.num.is_power_of_two() {
+                // Packed ring sizes need not be powers of two.
+                let packed = self.features & net::F_RING_PACKED != 0;
+                if s.num == 0
+                    || s.num > u32::from(MAX_QUEUE_SIZE)
+                    || !(packed || s.num.is_power_of_two())
+                {
                     return Err(Error::Rejected(format!(
-                        "queue {i}: size {} must be a power of two in 1..=32768",
-                        s.num
+                        "queue {i}: size {} must be {} in 1..=32768",
+                        s.num,
+                        if packed { "a number" } else { "a power of two" }
                     )));
                 }
                 self.stop_queue(i);
@@ -157,11 +163,16 @@ impl Backend {
                 expect_fds(0)?;
                 let s = VringState::parse(req, body)?;
                 let i = self.vring_index(s.index)?;
-                let base = u16::try_from(s.num).map_err(|_| {
-                    Error::Rejected(format!("queue {i}: base {} above 65535", s.num))
-                })?;
+                // Split: the avail index (16 bits). Packed: the avail position and wrap counter
+                // in bits 0-15, optionally the used ones in bits 16-31.
+                if self.features & net::F_RING_PACKED == 0 && s.num > u32::from(u16::MAX) {
+                    return Err(Error::Rejected(format!(
+                        "queue {i}: base {} above 65535 on a split ring",
+                        s.num
+                    )));
+                }
                 self.stop_queue(i);
-                self.vrings[i].base = base;
+                self.vrings[i].base = s.num;
                 Ok(Reply::Ack)
             }
             Request::GET_VRING_BASE => {
@@ -174,7 +185,7 @@ impl Backend {
                 v.kick = None;
                 let reply = VringState {
                     index: s.index,
-                    num: u32::from(v.base),
+                    num: v.base,
                 };
                 Ok(Reply::Payload(reply.to_bytes().to_vec()))
             }

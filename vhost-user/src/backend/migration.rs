@@ -91,7 +91,7 @@ impl Backend {
                 a.index
             )));
         };
-        used_log_in_memory(mem, a.log, num.unwrap_or(1))
+        used_log_in_memory(mem, a.log, num.unwrap_or(1), self.packed())
             .map_err(|e| Error::Protocol(format!("SET_VRING_ADDR for queue {}: {e}", a.index)))
     }
 
@@ -108,7 +108,7 @@ impl Backend {
             return Ok(None);
         }
         let used = if addr.flags & crate::message::VRING_ADDR_F_LOG != 0 {
-            used_log_in_memory(mem, addr.log, num)?;
+            used_log_in_memory(mem, addr.log, num, self.packed())?;
             Some(addr.log)
         } else {
             None
@@ -159,9 +159,19 @@ impl Backend {
     }
 }
 
-/// The used ring of `num` entries at guest-physical `gpa` lies in one region of `mem`.
-fn used_log_in_memory(mem: &GuestMemory, gpa: u64, num: u16) -> std::result::Result<(), String> {
-    let len = used_ring_bytes(num) as u64;
+/// The used ring of `num` entries (a packed ring: its device area) at guest-physical `gpa` lies
+/// in one region of `mem`.
+fn used_log_in_memory(
+    mem: &GuestMemory,
+    gpa: u64,
+    num: u16,
+    packed: bool,
+) -> std::result::Result<(), String> {
+    let len = if packed {
+        crate::packed_ring::EVENT_AREA_BYTES as u64
+    } else {
+        used_ring_bytes(num) as u64
+    };
     if mem.gpa_to_host(gpa, len).is_none() {
         return Err(format!(
             "log_guest_addr {gpa:#x} (a used ring of {len} bytes) is outside guest memory"

@@ -28,7 +28,9 @@ use crate::message::{
     VHOST_USER_F_PROTOCOL_FEATURES,
 };
 use crate::net::{self, NetConfig, DEVICE_FEATURES};
-use crate::virtq::{DeviceQueue, QueueCounters, QueueFeatures, QueueLayout};
+use crate::virtq::{
+    DeviceQueue, PackedLayout, QueueCounters, QueueFeatures, QueueLayout, RingLayout, RingPos,
+};
 
 mod dispatch;
 mod migration;
@@ -78,7 +80,10 @@ impl Default for BackendConfig {
 struct Vring {
     num: Option<u16>,
     addr: Option<VringAddr>,
-    base: u16,
+    /// Where the ring stopped or is to start (`SET_VRING_BASE` / `GET_VRING_BASE`): the avail
+    /// index of a split ring; for a packed ring the avail position and wrap counter in bits
+    /// 0-15 and the used ones in bits 16-31.
+    base: u32,
     kick: Option<OwnedFd>,
     call: Option<OwnedFd>,
     err: Option<OwnedFd>,
@@ -115,6 +120,8 @@ pub struct QueueInfo {
     /// ... and so are its used-ring writes (`VHOST_VRING_F_LOG`).
     pub log_used: bool,
     pub error: Option<String>,
+    /// The ring layout the negotiated features give the queue.
+    pub layout: RingLayout,
 }
 
 /// Message-level counters of a connection (requests served, refused, by class).
@@ -340,6 +347,11 @@ impl Backend {
         Ok(())
     }
 
+    /// VIRTIO_F_RING_PACKED is negotiated: every queue has the packed layout.
+    fn packed(&self) -> bool {
+        self.features & net::F_RING_PACKED != 0
+    }
+
     fn queue_features(&self) -> QueueFeatures {
         QueueFeatures {
             event_idx: self.features & net::F_EVENT_IDX != 0,
@@ -376,8 +388,12 @@ impl Backend {
     fn stop_queue(&mut self, i: usize) -> bool {
         match self.slots[i].take() {
             Some(q) => {
-                self.vrings[i].base = q.last_avail();
-                tracing::debug!("queue {i} stopped at avail index {}", q.last_avail());
+                self.vrings[i].base = q.vring_base();
+                tracing::debug!(
+                    "queue {i} ({} ring) stopped at base {:#x}",
+                    q.ring_layout().name(),
+                    q.vring_base()
+                );
                 true
             }
             None => false,
@@ -391,6 +407,8 @@ impl Backend {
         }
         let pf_negotiated = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         let qf = self.queue_features();
+        let packed = self.packed();
+        let in_order = self.features & net::F_IN_ORDER != 0;
         let log = match (self.vrings[i].addr, self.vrings[i].num) {
             (Some(a), Some(n)) => self.queue_log(&a, n),
             _ => Ok(None),
@@ -420,18 +438,45 @@ impl Backend {
                 return;
             }
         };
-        let layout = QueueLayout {
-            size: num,
-            desc_uva: addr.desc,
-            avail_uva: addr.avail,
-            used_uva: addr.used,
+        let made = if packed {
+            let layout = PackedLayout {
+                size: num,
+                desc_uva: addr.desc,
+                driver_uva: addr.avail,
+                device_uva: addr.used,
+            };
+            let (avail, used) = packed_base(v.base);
+            DeviceQueue::new_packed(
+                mem.clone(),
+                layout,
+                qf,
+                in_order,
+                avail,
+                used,
+                call,
+                v.counters.clone(),
+            )
+        } else {
+            let layout = QueueLayout {
+                size: num,
+                desc_uva: addr.desc,
+                avail_uva: addr.avail,
+                used_uva: addr.used,
+            };
+            match u16::try_from(v.base) {
+                Ok(base) => {
+                    DeviceQueue::new(mem.clone(), layout, qf, base, call, v.counters.clone())
+                }
+                Err(_) => Err("vring base above 65535 on a split ring"),
+            }
         };
-        match DeviceQueue::new(mem.clone(), layout, qf, v.base, call, v.counters.clone()) {
+        match made {
             Ok(mut q) => {
                 v.error = None;
                 q.set_log(log);
                 tracing::info!(
-                    "queue {i} running: size {num}, base {}, event_idx {}, mrg_rxbuf {}, logging {}",
+                    "queue {i} running: {} ring, size {num}, base {:#x}, event_idx {}, mrg_rxbuf {}, logging {}",
+                    q.ring_layout().name(),
                     v.base,
                     qf.event_idx,
                     qf.mrg_rxbuf,
@@ -527,6 +572,11 @@ impl Backend {
                     && v.addr
                         .is_some_and(|a| a.flags & message::VRING_ADDR_F_LOG != 0),
                 error: v.error.clone(),
+                layout: if self.packed() {
+                    RingLayout::Packed
+                } else {
+                    RingLayout::Split
+                },
             })
             .collect();
     }
@@ -538,6 +588,22 @@ impl Drop for Backend {
             s.take();
         }
     }
+}
+
+/// A packed ring's vring base: the avail position and wrap counter in bits 0-15, the used ones
+/// in bits 16-31. Frontends that send only the low half (DPDK, older QEMU) resume with the used
+/// position equal to the avail one, as a ring with nothing in flight has.
+fn packed_base(base: u32) -> (RingPos, RingPos) {
+    // Each half is 16 bits by construction.
+    let low = u16::try_from(base & 0xffff).unwrap_or(0);
+    let high = u16::try_from(base >> 16).unwrap_or(0);
+    let avail = RingPos::decode(low);
+    let used = if high == 0 {
+        avail
+    } else {
+        RingPos::decode(high)
+    };
+    (avail, used)
 }
 
 /// REPLY_ACK: answer 0 (success) or 1 (failure) when the frontend asked for it and the

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod migration;
+mod packed;
 
 struct Peer {
     fe: Frontend,

@@ -127,6 +127,13 @@ pub struct QueueInfo {
     /// ... including its used-ring writes (VHOST_VRING_F_LOG).
     #[serde(default)]
     pub log_used: bool,
+    /// The ring layout: "split" or "packed" (VIRTIO_F_RING_PACKED).
+    #[serde(default = "split_name")]
+    pub ring: String,
+}
+
+fn split_name() -> String {
+    "split".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

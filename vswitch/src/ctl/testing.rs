@@ -108,6 +108,7 @@ pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
                 error: None,
                 logging: false,
                 log_used: false,
+                ring: "split".into(),
             },
             QueueInfo {
                 index: 1,
@@ -118,6 +119,7 @@ pub fn sample_port_info(spec: &PortSpec) -> PortInfo {
                 error: None,
                 logging: false,
                 log_used: false,
+                ring: "split".into(),
             },
         ],
         mtu: Some(1500),

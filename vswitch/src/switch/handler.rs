@@ -56,6 +56,7 @@ impl Switch {
                     error: q.and_then(|q| q.error.clone()),
                     logging: q.is_some_and(|q| q.logging),
                     log_used: q.is_some_and(|q| q.log_used),
+                    ring: q.map_or("split", |q| q.layout.name()).to_owned(),
                 }
             })
             .collect();

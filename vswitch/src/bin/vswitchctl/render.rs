@@ -90,6 +90,7 @@ pub(crate) fn render_show(reply: &ShowReply) -> String {
                         yes_no(q.started),
                         q.size.to_string(),
                         q.pmd.map_or("-".to_owned(), |n| n.to_string()),
+                        q.ring.clone(),
                         match (q.logging, q.log_used) {
                             (false, _) => "no".to_owned(),
                             (true, true) => "yes".to_owned(),
@@ -99,8 +100,16 @@ pub(crate) fn render_show(reply: &ShowReply) -> String {
                 })
                 .collect();
             let t = table(
-                &["QUEUE", "ENABLED", "STARTED", "SIZE", "PMD", "DIRTY LOG"],
-                &[true, false, false, true, true, false],
+                &[
+                    "QUEUE",
+                    "ENABLED",
+                    "STARTED",
+                    "SIZE",
+                    "PMD",
+                    "RING",
+                    "DIRTY LOG",
+                ],
+                &[true, false, false, true, true, false, false],
                 &rows,
             );
             for line in t.lines() {

@@ -41,6 +41,7 @@ impl CtlHandler for Fake {
                     error: None,
                     logging: true,
                     log_used: true,
+                    ring: "packed".into(),
                 }],
                 mtu: Some(1500),
                 mac: None,
@@ -301,13 +302,19 @@ fn test_vswitchctl_show_table() {
         "{out}"
     );
     assert!(
-        out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD  DIRTY LOG"),
+        out.contains("QUEUE  ENABLED  STARTED  SIZE  PMD  RING    DIRTY LOG"),
         "{out}"
     );
-    // The sample's queue is being logged for a migration, used ring included.
+    // The sample's queue is being logged for a migration, used ring included; its ring is
+    // packed.
     assert!(
         out.lines()
             .any(|l| l.trim_start().starts_with('1') && l.trim_end().ends_with("yes")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains(" packed ")),
         "{out}"
     );
     assert!(
