@@ -156,6 +156,9 @@ impl RingLayout {
 /// burst loop.
 pub struct DeviceQueue(Layout);
 
+// The split queue, the switch's and the fast path's hot one, stays inline: boxing it would put a
+// pointer chase in front of every burst.
+#[allow(clippy::large_enum_variant)]
 enum Layout {
     Split(SplitQueue),
     Packed(Box<PackedQueue>),
