@@ -347,7 +347,7 @@ impl<'a> Send<'a> {
             }
             Kind::Descriptor => {
                 // In-order reuse: slot index and buffer id are the same (mod the depth).
-                let id = crate::num::small(seq) % self.cfg.slots;
+                let id = crate::num::small(seq) & (self.cfg.slots - 1);
                 let off = id * self.buf;
                 self.prod.pool_write_words(off + packet::STAMP_AT, stamp);
                 let d = descriptor(off, self.pkt.len(), id);
@@ -368,7 +368,7 @@ impl<'a> Send<'a> {
             self.prod.prefetch(i);
         }
         if self.kind == Kind::Descriptor {
-            let id = crate::num::small(seq) % self.cfg.slots;
+            let id = crate::num::small(seq) & (self.cfg.slots - 1);
             self.prod.pool_prefetch(id * self.buf);
         }
     }
@@ -449,7 +449,8 @@ pub fn transfer(
                     for i in n..avail.min(n + batch) {
                         cons.prefetch(i);
                         if kind == Kind::Descriptor {
-                            let id = crate::num::small(cons.consumed() + i as u64) % cfg.slots;
+                            let id =
+                                crate::num::small(cons.consumed() + i as u64) & (cfg.slots - 1);
                             cons.pool_prefetch(id * buf);
                         }
                     }
