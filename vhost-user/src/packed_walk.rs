@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{step, RingPos};
-use crate::chain::{append_buffer, Chain, ChainError, Seg, MAX_CHAIN_BYTES};
+use crate::chain::{append_buffer, Chain, ChainError, MAX_CHAIN_BYTES};
 use crate::memory::GuestMemory;
 use crate::packed_ring::{is_avail, PackedDesc, RawPackedRing};
 use crate::ring::{
@@ -51,14 +51,7 @@ impl PackedWalker {
         let plain = d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
         if plain == dir && d.len != 0 && d.len <= MAX_CHAIN_BYTES && d.id < self.size {
             if let Some(p) = self.mem.gpa_to_host(d.addr, u64::from(d.len)) {
-                out.head = d.id;
-                out.len = d.len;
-                out.nsegs = 1;
-                out.segs[0] = Seg {
-                    ptr: p,
-                    len: d.len,
-                    gpa: d.addr,
-                };
+                out.set_one(d.id, p, d.len, d.addr);
                 return Take::Chain {
                     id: d.id,
                     ndesc: 1,
