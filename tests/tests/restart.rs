@@ -463,7 +463,7 @@ fn qemu_guests_keep_pinging_across_a_vswitch_kill_9() {
         // Replies resume steadily: the last STEADY_REPLIES came without another gap.
         let gaps: Vec<Reply> = after[1..].iter().copied().filter(|r| r.lost > 0).collect();
         let resumed = sw.log_lines("resuming from the used index");
-        let running = sw.log_lines("running: size");
+        let running = sw.log_lines(" ring, size ");
         let line = format!(
             "round {round}: last reply before kill -9 seq {}; TIMEOUT seen {:.1} s after the \
              kill; switch restarted {:.1} s after it; first reply after: seq {} ({:.1} s after \
@@ -623,10 +623,10 @@ fn testpmd_traffic_resumes_after_vswitch_kill_9_in_client_mode() {
     let ready = [
         "port p0: frontend connected",
         "port p1: frontend connected",
-        "running: size",
-        "running: size",
-        "running: size",
-        "running: size",
+        " ring, size ",
+        " ring, size ",
+        " ring, size ",
+        " ring, size ",
     ];
     sw.start(&ready)
         .unwrap_or_else(|e| panic!("{e}\n--- testpmd ---\n{}", t.tail(40)));
