@@ -154,6 +154,7 @@ impl PackedQueue {
                 mem: mem.clone(),
                 size: n,
                 indirect: features.indirect,
+                hot: mem.hot_span(),
             },
             ring,
             desc_gpa: mem.uva_to_gpa(layout.desc_uva),

@@ -639,6 +639,16 @@ fn test_packed_address_unmapped() {
     expect_refused(&mut r, ChainError::AddressUnmapped, 0);
 }
 
+/// A buffer that starts inside guest memory and runs past its end: the one-region fast case
+/// (the largest region's span) must refuse it as the region table would.
+#[test]
+fn test_packed_tx_buffer_past_end_of_region() {
+    let mut r = rig(16);
+    let end = r.mem.region_desc().guest_phys_addr + r.mem.region_desc().memory_size;
+    r.drv.post(0, &[(end - 40, 80, 0)]);
+    expect_refused(&mut r, ChainError::AddressUnmapped, 0);
+}
+
 #[test]
 fn test_packed_tx_device_writable_descriptor() {
     let mut r = rig(16);

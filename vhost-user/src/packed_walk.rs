@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{step, RingPos};
 use crate::chain::{append_buffer, Chain, ChainError, MAX_CHAIN_BYTES};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, Span};
 use crate::packed_ring::{is_avail, PackedDesc, RawPackedRing};
 use crate::ring::{
     IndirectTable, DESC_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -35,6 +35,8 @@ pub(super) struct PackedWalker {
     pub(super) mem: Arc<GuestMemory>,
     pub(super) size: u16,
     pub(super) indirect: bool,
+    /// `mem`'s largest region, tried first (`mem` keeps it mapped), as the split walker does.
+    pub(super) hot: Span,
 }
 
 impl PackedWalker {
@@ -50,7 +52,12 @@ impl PackedWalker {
         let dir = if writable { VRING_DESC_F_WRITE } else { 0 };
         let plain = d.flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
         if plain == dir && d.len != 0 && d.len <= MAX_CHAIN_BYTES && d.id < self.size {
-            if let Some(p) = self.mem.gpa_to_host(d.addr, u64::from(d.len)) {
+            let len = u64::from(d.len);
+            if let Some(p) = self
+                .hot
+                .to_host(d.addr, len)
+                .or_else(|| self.mem.gpa_to_host(d.addr, len))
+            {
                 out.set_one(d.id, p, d.len, d.addr);
                 return Take::Chain {
                     id: d.id,

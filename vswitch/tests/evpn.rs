@@ -530,6 +530,18 @@ fn evpn_mac_moves_between_hosts() {
     b.wait_segment("B learned X on its new port", Some(&fb), |s| {
         s.local_macs.iter().any(|m| m.mac == mx && m.port == "g2")
     });
+    // Only once B's bgpd has originated X with a raised sequence may A's copy go: B's switch
+    // learning X says nothing yet of its route, which reaches bgpd through zebra later; on a
+    // loaded machine A's withdrawal once came first, and B then advertised X without one.
+    let outbid = wait_for(CONVERGE, || {
+        fb.vtysh("show bgp l2vpn evpn route type macip")
+            .contains("MM:1")
+    });
+    assert!(
+        outbid,
+        "B did not advertise X with a MAC mobility sequence while A still had it:\n{}",
+        fb.vtysh("show bgp l2vpn evpn route type macip")
+    );
     drop(x_at_a);
     b.wait_segment("B exports X on its new port", Some(&fb), |s| {
         s.local_macs.iter().any(|m| m.mac == mx && m.port == "g2")
