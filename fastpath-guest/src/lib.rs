@@ -733,20 +733,10 @@ impl FastpathGuest {
             return Ok(0);
         };
         d.queue.reclaim();
-        let (mut n, mut bytes) = (0, 0u64);
-        for len in sizes {
-            let f = |id, buf: &mut [u8]| fill(n, id, buf);
-            let queued = if head_only {
-                d.queue.push_tx_rewrite(len, f)
-            } else {
-                d.queue.push_tx_with(len, f)
-            };
-            if !queued {
-                break;
-            }
-            n += 1;
-            bytes += len as u64;
-        }
+        // Only the first line is taken for writing ahead when `fill` rewrites only there (see
+        // `DriverQueue::push_tx_rewrite`).
+        let lines = if head_only { 1 } else { 2 };
+        let (n, bytes) = d.queue.push_tx_many(sizes, lines, fill);
         d.queue.publish();
         let dropped = (offered - n) as u64;
         ch.sent(n, bytes, dropped);

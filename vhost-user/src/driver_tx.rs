@@ -114,12 +114,79 @@ impl DriverQueue {
         // Start taking the lines of a buffer a few frames ahead away from the device's core,
         // which read them last lap, so that store does not wait for the transfer.
         if let Some(ahead) = ahead {
-            let q = base.wrapping_add(usize::from(ahead) * stride);
-            prefetch_write(q);
-            if lines > 1 {
-                prefetch_write(q.wrapping_add(64));
+            prefetch_buffer(base.wrapping_add(usize::from(ahead) * stride), lines);
+        }
+        self.build_tx(id, small, len, fill);
+        self.push_avail(id);
+        true
+    }
+
+    /// Queues frames of the lengths `sizes` gives, each built in place by `fill(i, id, frame)`
+    /// as [`Self::push_tx_lines`] builds one (`i`: its place in this run), until one does not
+    /// fit or no descriptor is free. Returns how many were queued and their bytes.
+    ///
+    /// In order, what a ring needs per frame beyond building it is done once per run: the
+    /// room is counted once, the in-flight count and avail index move once, and the avail
+    /// entries are visited only while they do not yet name their own descriptors (the first
+    /// lap). Out of order, frames go one by one.
+    pub fn push_tx_many(
+        &mut self,
+        sizes: impl Iterator<Item = usize>,
+        lines: usize,
+        mut fill: impl FnMut(usize, u16, &mut [u8]),
+    ) -> (usize, u64) {
+        let (mut n, mut bytes) = (0u16, 0u64);
+        let Some(in_flight) = self.in_order else {
+            for len in sizes {
+                if !self.push_tx_lines(len, lines, |id, b| fill(usize::from(n), id, b)) {
+                    break;
+                }
+                n += 1;
+                bytes += len as u64;
+            }
+            return (usize::from(n), bytes);
+        };
+        let room = self.size - in_flight;
+        let mask = self.size - 1;
+        let start = self.avail_idx;
+        for len in sizes {
+            if n == room || self.hdr_len + len > self.buf_size as usize {
+                break;
+            }
+            let id = start.wrapping_add(n) & mask;
+            let small = self.fits_small(len);
+            // Only buffers that are ours by then: one in flight is still the device's to read.
+            if room - n - 1 > TX_PREFETCH_AHEAD_U16 {
+                let (base, _, stride) = self.tx_area(small);
+                let ahead = id.wrapping_add(TX_PREFETCH_AHEAD_U16) & mask;
+                prefetch_buffer(base.wrapping_add(usize::from(ahead) * stride), lines);
+            }
+            self.build_tx(id, small, len, |id, b| fill(usize::from(n), id, b));
+            n += 1;
+            bytes += len as u64;
+        }
+        if !self.avail_settled {
+            for k in 0..n {
+                let slot = start.wrapping_add(k);
+                self.ring.set_avail_entry_if_changed(slot, slot & mask);
+            }
+            // In order, slot i has carried descriptor i since the first lap ended.
+            if usize::from(start & mask) + usize::from(n) >= usize::from(self.size) {
+                self.avail_settled = true;
             }
         }
+        self.avail_idx = start.wrapping_add(n);
+        self.in_order = Some(in_flight + n);
+        (usize::from(n), bytes)
+    }
+
+    /// Writes frame `id` of `len` bytes (its small buffer when `small`) in place: a zeroed
+    /// virtio-net header, the frame by `fill`, and the descriptor where it changed. The caller
+    /// has checked that it fits and owns descriptor `id`; the avail ring is its business too.
+    #[inline(always)]
+    fn build_tx(&mut self, id: u16, small: bool, len: usize, fill: impl FnOnce(u16, &mut [u8])) {
+        let total = self.hdr_len + len;
+        let (base, _, stride) = self.tx_area(small);
         let p = base.wrapping_add(usize::from(id) * stride);
         // SAFETY: buffer `id` (its small one when `small`) is `stride` >= total bytes inside
         // our mapping; we own it until the device returns it (it is not outstanding), and the
@@ -162,7 +229,16 @@ impl DriverQueue {
         if self.in_order.is_none() {
             self.outstanding[usize::from(id)] = true;
         }
-        self.push_avail(id);
-        true
+    }
+}
+
+/// Starts taking the first `lines` (1 or 2) lines of a transmit buffer a few frames ahead away
+/// from the device's core, which read them last lap, so the stores into it do not wait for the
+/// transfer.
+#[inline(always)]
+fn prefetch_buffer(q: *mut u8, lines: usize) {
+    prefetch_write(q);
+    if lines > 1 {
+        prefetch_write(q.wrapping_add(64));
     }
 }

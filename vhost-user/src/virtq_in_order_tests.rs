@@ -215,3 +215,49 @@ fn test_avail_index_lowered_after_the_device_read_it() {
     assert!(r.dev.is_broken());
     assert_eq!(r.dev.counters().get(ChainError::AvailOverrun), 1);
 }
+
+/// Frames built in place by one `push_tx_many` call each, in runs of uneven length across
+/// laps, mixing the small and big buffers and stopping at a frame too big for any buffer:
+/// what the device reads is what was written, in order, every run, in order and out of it.
+#[test]
+fn runs_of_frames_built_in_place_lap_the_queue_in_order_and_out_of_it() {
+    for in_order in [true, false] {
+        let mut r = small_slot_rig(16, 128);
+        if !in_order {
+            r = rig_with(16, 2048, features(false, false, false));
+        }
+        let mut next = 0usize;
+        for run in 0..40usize {
+            let want = 1 + run * 7 % 23;
+            let lens: Vec<usize> = (0..want)
+                .map(|i| [60, 116, 117, 1500][(run + i) % 4])
+                .collect();
+            let (n, bytes) = r
+                .drv
+                .push_tx_many(lens.iter().copied(), 1 + run % 2, |i, _, b| {
+                    b.copy_from_slice(&frame(b.len(), (next + i) as u8));
+                });
+            let expect = want.min(16);
+            assert_eq!(n, expect, "run {run}: as many as there is room for");
+            assert_eq!(bytes, lens[..n].iter().sum::<usize>() as u64);
+            r.drv.publish();
+            let mut got = Vec::new();
+            while got.len() < n {
+                assert!(r.dev.pop_tx_burst() > 0, "run {run}");
+                got.extend(r.dev.burst().iter().map(|c| chain_bytes(c, HDR)));
+                r.dev.complete_burst();
+            }
+            let sent: Vec<_> = (0..n).map(|i| frame(lens[i], (next + i) as u8)).collect();
+            assert_eq!(got, sent, "run {run} (in order: {in_order})");
+            assert_eq!(r.drv.reclaim(), n);
+            next += n;
+        }
+        // A frame too big for its buffer ends the run there.
+        let (n, _) = r
+            .drv
+            .push_tx_many([60, 60, 4000, 60].into_iter(), 1, |_, _, _| {});
+        assert_eq!(n, 2, "in order: {in_order}");
+        assert_eq!(r.drv.free_count(), 14);
+        assert_eq!(r.drv.errors, Default::default());
+    }
+}
