@@ -38,6 +38,8 @@ pub struct Installed {
     held_macs: BTreeMap<Mac, (Ipv4Addr, u32)>,
     /// Withdrawn flood VTEPs held, with the second each was withdrawn.
     held_flood: BTreeMap<Ipv4Addr, u32>,
+    /// MACs installed (or moved to another VTEP) since `take_fresh` last ran.
+    fresh: Vec<Mac>,
 }
 
 impl Installed {
@@ -178,9 +180,17 @@ impl Installed {
             let Some(s) = self.slot(*ip) else { continue };
             port.vteps
                 .learn(0, *mac, u16::try_from(s).unwrap_or(u16::MAX), now);
-            self.macs.insert(*mac, s);
+            if self.macs.insert(*mac, s) != Some(s) {
+                self.fresh.push(*mac);
+            }
         }
         homeless
+    }
+
+    /// The MACs newly installed (or moved to another VTEP) by the passes since the last call:
+    /// the control plane's moves, which the switch's FDB follows once each.
+    pub fn take_fresh(&mut self) -> Vec<Mac> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Takes everything this segment installed out of the port (the mirror is stopping).
@@ -282,6 +292,31 @@ mod tests {
         inst.sync(&p, &t, 2);
         assert_eq!(p.vteps.lookup(0, M1, 2), None);
         assert_eq!(p.remote_index(C), None);
+    }
+
+    #[test]
+    fn test_install_reports_each_control_plane_move_once() {
+        let p = port(&[]);
+        let mut inst = Installed::new(&p, 0);
+        let mut t = RemoteTable::new(100, LOCAL, 16, MAX_REMOTES);
+        add(&mut t, M1, B);
+        inst.sync(&p, &t, 0);
+        assert_eq!(inst.take_fresh(), vec![M1]);
+        inst.sync(&p, &t, 1);
+        assert_eq!(inst.take_fresh(), Vec::<Mac>::new(), "unchanged: not fresh");
+        add(&mut t, M1, C);
+        add(&mut t, M2, B);
+        inst.sync(&p, &t, 2);
+        let mut fresh = inst.take_fresh();
+        fresh.sort();
+        assert_eq!(fresh, vec![M1, M2], "moved to C, and new");
+        del(&mut t, M1, C);
+        inst.sync(&p, &t, 3);
+        assert_eq!(
+            inst.take_fresh(),
+            Vec::<Mac>::new(),
+            "withdrawn: nothing to follow"
+        );
     }
 
     #[test]

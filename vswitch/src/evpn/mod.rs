@@ -39,6 +39,7 @@ use local::{FdbOp, LocalExport};
 use netlink::{Events, Received, Rtnl};
 use translate::{parse_fdb, RemoteTable};
 
+use crate::eth::Mac;
 use crate::pmd::Shared;
 use crate::vxlan::VxlanPort;
 use crate::wire::VXLAN_PORT;
@@ -410,6 +411,9 @@ impl Worker {
         let now = self.shared.now_secs.load(Ordering::Relaxed);
         for s in &mut self.segments {
             let homeless = s.installed.sync(&s.port, &s.remote, now);
+            for mac in s.installed.take_fresh() {
+                follow_remote(&self.shared.fdb, &s.port, mac, now);
+            }
             if homeless > 0 {
                 tracing::warn!(
                     "evpn {}: {homeless} remote VTEP(s) found no free slot",
@@ -536,6 +540,34 @@ impl Worker {
     }
 }
 
+/// A remote route for `mac` was just installed: zebra chose it over a local copy (a higher MAC
+/// mobility sequence), so a local FDB entry for `mac` is stale and moves onto the tunnel. The
+/// data path does not move it (an EVPN tunnel learns only MACs no other port holds), and the
+/// move is made once per install, so a guest that really comes back is learned and exported
+/// again, and outbids the remote route in turn.
+fn follow_remote(fdb: &crate::fdb::Fdb, port: &VxlanPort, mac: Mac, now: u32) {
+    let vlan = port.vlan;
+    let Some(old) = fdb.lookup(vlan, mac, now).filter(|p| *p != port.id) else {
+        return;
+    };
+    for _ in 0..1000 {
+        if fdb.learn(vlan, mac, port.id, now) != crate::fdb::LearnOutcome::Contended {
+            tracing::info!(
+                "evpn {}: {} moved from port {old} to VTEP route (control plane)",
+                port.name,
+                crate::fdb::format_mac(mac)
+            );
+            return;
+        }
+        std::thread::yield_now();
+    }
+    tracing::warn!(
+        "evpn {}: could not move {} from port {old} onto the tunnel (FDB bucket busy)",
+        port.name,
+        crate::fdb::format_mac(mac)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +585,43 @@ mod tests {
         assert!(!is_mirror_port_name("eth0", vni));
         assert!(!is_mirror_port_name(&format!("evx-{vni}"), vni));
         assert!(!is_mirror_port_name(&format!("ev-{vni}"), vni));
+    }
+
+    #[test]
+    fn test_follow_remote_moves_a_local_entry_onto_the_tunnel_once() {
+        let fdb = crate::fdb::Fdb::new(64, 300);
+        let port = VxlanPort::new(
+            5,
+            "vx0",
+            0,
+            100,
+            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            &[],
+            (0, "up0"),
+            300,
+            1,
+        )
+        .with_evpn(16);
+        let (x, y, z) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        fdb.learn(0, x, 3, 10);
+        fdb.learn(0, y, 5, 10);
+        follow_remote(&fdb, &port, x, 11);
+        follow_remote(&fdb, &port, y, 11);
+        follow_remote(&fdb, &port, z, 11);
+        assert_eq!(
+            fdb.lookup(0, x, 11),
+            Some(5),
+            "local copy moved onto the tunnel"
+        );
+        assert_eq!(fdb.lookup(0, y, 11), Some(5), "already on the tunnel");
+        assert_eq!(
+            fdb.lookup(0, z, 11),
+            None,
+            "nothing invented for unknown MACs"
+        );
+        // The guest comes back: the data path learns it on its port, and nothing moves it
+        // again until the control plane installs a remote route anew.
+        fdb.learn(0, x, 3, 12);
+        assert_eq!(fdb.lookup(0, x, 12), Some(3));
     }
 }

@@ -154,6 +154,7 @@ impl Forwarder {
                 vlan: port.vlan,
                 counters: &port.counters[self.id],
                 tunnel: false,
+                keep_local: false,
                 tap: &port.tap,
             };
             let frames = ChainBurst {
@@ -179,6 +180,7 @@ impl Forwarder {
             vlan: port.vlan,
             counters: &port.counters[self.id],
             tunnel: false,
+            keep_local: false,
             tap: &port.tap,
         };
         self.switch_burst(&src, &b);
@@ -214,6 +216,7 @@ impl Forwarder {
                         vlan: up.port.vlan,
                         counters: c,
                         tunnel: false,
+                        keep_local: false,
                         tap: &up.port.tap,
                     };
                     self.switch_burst(&src, &b);
@@ -328,6 +331,7 @@ impl Forwarder {
                 vlan: t.vlan,
                 counters: &t.counters[self.id],
                 tunnel: true,
+                keep_local: t.evpn,
                 tap: &t.tap,
             };
             self.switch_burst(&src, &b);
@@ -374,7 +378,10 @@ impl Forwarder {
                 continue;
             }
             if h.src != learned && h.src & 1 == 0 {
-                fdb.learn(vlan, mac_bytes(h.src), src.id, now);
+                let mac = mac_bytes(h.src);
+                if !src.keep_local || fdb.lookup(vlan, mac, now).is_none_or(|p| p == src.id) {
+                    fdb.learn(vlan, mac, src.id, now);
+                }
                 learned = h.src;
             }
             self.dest[i] = if h.dst & 1 != 0 {
@@ -467,5 +474,11 @@ struct Src<'a> {
     counters: &'a CounterBlock,
     /// A tunnel: its frames never go into another tunnel.
     tunnel: bool,
+    /// An EVPN tunnel: a source MAC live on another port stays there. Moves onto the tunnel
+    /// are the control plane's (a route with a higher MAC mobility sequence, installed by
+    /// zebra), not the data plane's, as with a Linux vxlan device set `nolearning`:
+    /// otherwise a migrated guest's first flooded frame makes the old host withdraw its route
+    /// before the new host outbids it.
+    keep_local: bool,
     tap: &'a Tap,
 }
