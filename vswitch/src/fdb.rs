@@ -392,6 +392,33 @@ impl Fdb {
         self.remove_where(|_, v| value_port(v) == port, &self.flushed)
     }
 
+    /// Moves a live entry of `mac` in `vlan` onto `port` (a control plane chose it there) and
+    /// returns the port it left; `None` when there is no live entry or it is on `port` already.
+    /// Waits for PMD writers as `remove` does, so the move is never lost to contention.
+    pub fn move_live(&self, vlan: u16, mac: [u8; 6], port: u16, now_secs: u32) -> Option<u16> {
+        if vlan > 0xfff {
+            return None;
+        }
+        let key = make_key(vlan, mac);
+        let bucket = self.bucket(key);
+        let seq = Fdb::enter_waiting(bucket);
+        let old = (0..SLOTS)
+            .find(|&i| bucket.keys[i].load(Ordering::Relaxed) == key)
+            .and_then(|i| {
+                let v = bucket.values[i].load(Ordering::Relaxed);
+                let old = value_port(v);
+                (self.live(v, now_secs) && old != port).then(|| {
+                    bucket.values[i].store(make_value(port, now_secs), Ordering::Relaxed);
+                    old
+                })
+            });
+        Fdb::leave(bucket, seq);
+        if old.is_some() {
+            self.moved.bump(1);
+        }
+        old
+    }
+
     /// Removes `mac` in `vlan` (a control plane withdrew it); whether it was there.
     pub fn remove(&self, vlan: u16, mac: [u8; 6]) -> bool {
         if vlan > 0xfff {

@@ -546,26 +546,13 @@ impl Worker {
 /// move is made once per install, so a guest that really comes back is learned and exported
 /// again, and outbids the remote route in turn.
 fn follow_remote(fdb: &crate::fdb::Fdb, port: &VxlanPort, mac: Mac, now: u32) {
-    let vlan = port.vlan;
-    let Some(old) = fdb.lookup(vlan, mac, now).filter(|p| *p != port.id) else {
-        return;
-    };
-    for _ in 0..1000 {
-        if fdb.learn(vlan, mac, port.id, now) != crate::fdb::LearnOutcome::Contended {
-            tracing::info!(
-                "evpn {}: {} moved from port {old} to VTEP route (control plane)",
-                port.name,
-                crate::fdb::format_mac(mac)
-            );
-            return;
-        }
-        std::thread::yield_now();
+    if let Some(old) = fdb.move_live(port.vlan, mac, port.id, now) {
+        tracing::info!(
+            "evpn {}: {} moved from port {old} to VTEP route (control plane)",
+            port.name,
+            crate::fdb::format_mac(mac)
+        );
     }
-    tracing::warn!(
-        "evpn {}: could not move {} from port {old} onto the tunnel (FDB bucket busy)",
-        port.name,
-        crate::fdb::format_mac(mac)
-    );
 }
 
 #[cfg(test)]
